@@ -1,0 +1,108 @@
+"""Atomic writes and DuckDB access over the Parquet tables under the storage root.
+
+Every table is a Parquet file or a folder of Parquet files. Writers build it under a temporary
+name next to the target and rename it into place, so a killed run leaves either the old table or
+none, never a half-written one that the next run trusts.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TMP_PREFIX = ".tmp-"
+
+
+def _tmp_sibling(target: Path) -> Path:
+    return target.with_name(f"{TMP_PREFIX}{target.name}.{uuid.uuid4().hex[:8]}")
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path to write to; on success it replaces `target` (file or folder)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_sibling(target)
+    try:
+        yield tmp
+        if target.is_dir() and tmp.is_dir():
+            # A folder cannot be atomically swapped for another non-empty one: move the old one
+            # aside first, then rename; a reader sees either the old or the new folder.
+            old = _tmp_sibling(target)
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink()
+
+
+def clean_stale_temporaries(root: Path) -> int:
+    """Remove temporaries left by killed runs; returns how many were removed."""
+    removed = 0
+    if not root.exists():
+        return 0
+    for p in root.rglob(f"{TMP_PREFIX}*"):
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def write_parquet(table: pa.Table, target: Path, **kwargs) -> Path:
+    with atomic_path(target) as tmp:
+        pq.write_table(table, tmp, compression="zstd", **kwargs)
+    return target
+
+
+def copy_query_to_parquet(con: duckdb.DuckDBPyConnection, query: str, target: Path,
+                          options: str = "COMPRESSION zstd") -> Path:
+    """Run `query` in DuckDB and write its result atomically to `target` (a .parquet file)."""
+    with atomic_path(target) as tmp:
+        con.execute(f"COPY ({query}) TO '{tmp}' (FORMAT parquet, {options})")
+    return target
+
+
+def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(":memory:")
+    if threads:
+        con.execute(f"SET threads={int(threads)}")
+    con.execute("SET preserve_insertion_order=false")
+    return con
+
+
+def disk_bytes(path: Path) -> int:
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def parquet_glob(path: Path) -> str:
+    """A DuckDB read expression for a table stored as one file or a (hive-partitioned) folder."""
+    path = Path(path)
+    if path.is_dir():
+        return f"read_parquet('{path}/**/*.parquet', hive_partitioning=true)"
+    return f"read_parquet('{path}')"
+
+
+def write_catalog(root: Path, tables: dict[str, Path]) -> Path:
+    """(Re)build `naics.duckdb`: a DuckDB file of views over the Parquet tables, for users' SQL."""
+    target = root / "naics.duckdb"
+    with atomic_path(target) as tmp:
+        con = duckdb.connect(str(tmp))
+        for name, path in sorted(tables.items()):
+            if Path(path).exists():
+                con.execute(f"CREATE VIEW {name} AS SELECT * FROM {parquet_glob(path)}")
+        con.close()
+    return target
