@@ -1,0 +1,100 @@
+"""Source, graph and table assets: thin wrappers over naics_pipeline.pipeline."""
+
+import dagster as dg
+
+from naics_pipeline import pipeline
+from naics_pipeline.defs.resources import SourceResource, StorageResource
+from naics_pipeline.plots import bar_chart, markdown_image
+from naics_pipeline.storage import clean_stale_temporaries
+from naics_pipeline.triplets import hardness_markdown
+
+OWNERS = ["team:naics-ml"]
+
+
+def _common(step: pipeline.StepResult) -> dict:
+    return {"dagster/row_count": step.rows, "path": dg.MetadataValue.path(str(step.path)),
+            "seconds": round(step.seconds, 2), "size_mb": round(step.megabytes, 2)}
+
+
+@dg.asset(group_name="source", kinds={"excel"}, owners=OWNERS, code_version="1")
+def naics_source(context: dg.AssetExecutionContext, storage: StorageResource,
+                 source: SourceResource) -> dg.MaterializeResult:
+    """The four Census NAICS spreadsheets, snapshotted with their sha256 (the asset's data version)."""
+    removed = clean_stale_temporaries(storage.layout.root)
+    if removed:
+        context.log.warning(f"removed {removed} temporaries left by an interrupted run")
+    step = pipeline.step_source(storage.layout, source.location, source.timeout_seconds)
+    src = step.metadata["src"]
+    for warning in src.warnings:
+        context.log.warning(warning)
+    meta = {"location": src.location, "packaged_fallback": src.packaged,
+            "files": dg.MetadataValue.json({r: p.name for r, p in src.paths.items()}),
+            "sha256": dg.MetadataValue.json(src.sha256),
+            "warnings": dg.MetadataValue.md("\n".join(f"- **{w}**" for w in src.warnings) or "none"),
+            "path": dg.MetadataValue.path(str(step.path))}
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(src.data_version))
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec("naics_descriptions", deps=["naics_source"], group_name="tables",
+                     kinds={"parquet", "duckdb"}, owners=OWNERS, code_version="1",
+                     description="One row per NAICS code: the guide's dataset spec (title, description, "
+                                 "examples, excluded, excluded_codes)."),
+        dg.AssetSpec("naics_index_holdout", deps=["naics_source"], group_name="tables",
+                     kinds={"parquet"}, owners=OWNERS, code_version="1",
+                     description="~20% of index-file entries per code, held out from the examples "
+                                 "channel for retrieval evaluation."),
+    ],
+)
+def naics_descriptions(context: dg.AssetExecutionContext, storage: StorageResource):
+    step = pipeline.step_descriptions(storage.layout)
+    stats = step.metadata["stats"]
+    desc = pipeline.read_descriptions(storage.layout)
+    preview = desc.select(["code", "level", "title", "excluded_codes"]).slice(0, 8).to_pylist()
+    table = "| code | level | title | excluded_codes |\n|---|---|---|---|\n" + "\n".join(
+        f"| {r['code']} | {r['level']} | {r['title']} | {', '.join(r['excluded_codes'])} |" for r in preview)
+    levels = stats["codes_by_level"]
+    yield dg.MaterializeResult(asset_key="naics_descriptions", metadata={
+        **_common(step), "codes_by_level": dg.MetadataValue.json(levels), "stats": dg.MetadataValue.json(stats),
+        "exclusions_source": stats["exclusions_source"], "preview": dg.MetadataValue.md(table),
+        "levels_plot": dg.MetadataValue.md(markdown_image(bar_chart(
+            list(levels), {"codes": list(levels.values())}, "Codes per level", "codes"))),
+    })
+    yield dg.MaterializeResult(asset_key="naics_index_holdout", metadata={
+        "dagster/row_count": step.metadata["holdout_rows"],
+        "path": dg.MetadataValue.path(str(storage.layout.index_holdout))})
+
+
+@dg.asset(deps=["naics_descriptions"], group_name="graph", kinds={"networkx", "parquet"},
+          owners=OWNERS, code_version="1")
+def naics_graph(storage: StorageResource) -> dg.MaterializeResult:
+    """The NAICS tree (virtual root -> 20 sectors -> ... -> 6-digit), saved as a parent/child edge list."""
+    step = pipeline.step_graph(storage.layout)
+    g = step.metadata["graph"]
+    return dg.MaterializeResult(metadata={**_common(step), "nodes": g.number_of_nodes(),
+                                          "edges": g.number_of_edges()})
+
+
+@dg.asset(deps=["naics_graph"], group_name="tables", kinds={"parquet", "duckdb"}, owners=OWNERS,
+          code_version="1")
+def naics_distances(storage: StorageResource) -> dg.MaterializeResult:
+    """Every ordered code pair: tree distance (lineal pairs -0.5), unrelated flag, relation, LCA depth."""
+    return dg.MaterializeResult(metadata=_common(pipeline.step_distances(storage.layout)))
+
+
+@dg.asset(deps=["naics_distances", "naics_descriptions"], group_name="tables",
+          kinds={"parquet", "duckdb"}, owners=OWNERS, code_version="1")
+def naics_triplets(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    """The full hardness-labelled triplet table, partitioned by hardness (hive folders)."""
+    step = pipeline.step_triplets(storage.layout, progress=lambda m: context.log.info(f"writing {m}"))
+    counts = step.metadata["counts"]
+    plot = bar_chart(list(range(1, 9)), {"triplets": [max(counts.get(h, 0), 1) for h in range(1, 9)]},
+                     "Triplets per hardness (log scale)", "rows", log=True)
+    return dg.MaterializeResult(metadata={
+        **_common(step), "rows_per_second": round(step.rows / step.seconds),
+        "hardness_table": dg.MetadataValue.md(hardness_markdown(counts)),
+        "hardness_plot": dg.MetadataValue.md(markdown_image(plot, "triplets per hardness")),
+        "stage_seconds": dg.MetadataValue.json({k: round(v, 2) for k, v in step.metadata["stage_seconds"].items()}),
+        "catalog": dg.MetadataValue.path(str(storage.layout.root / "naics.duckdb")),
+    })

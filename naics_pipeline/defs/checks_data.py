@@ -1,0 +1,60 @@
+"""Asset checks over the data tables (logic in naics_pipeline.quality)."""
+
+import dagster as dg
+import pyarrow.parquet as pq
+
+from naics_pipeline import quality
+from naics_pipeline.defs.resources import SourceResource, StorageResource
+
+
+def _result(outcome: quality.Outcome) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=outcome.passed, description=outcome.description,
+                               metadata=outcome.metadata)
+
+
+@dg.asset_check(asset="naics_descriptions", blocking=True,
+                description="2,125 codes: 20 sectors, 96, 308, 689, 1,012 by level")
+def descriptions_row_counts(storage: StorageResource, source: SourceResource):
+    desc = pq.read_table(storage.layout.descriptions)
+    return _result(quality.descriptions_row_counts(desc, source.expect_naics_2022))
+
+
+@dg.asset_check(asset="naics_descriptions", blocking=True, description="code is a unique key")
+def descriptions_unique_codes(storage: StorageResource):
+    return _result(quality.descriptions_unique_codes(pq.read_table(storage.layout.descriptions)))
+
+
+@dg.asset_check(asset="naics_descriptions", blocking=True, description="every code's parent exists")
+def descriptions_parents_exist(storage: StorageResource):
+    return _result(quality.descriptions_parents_exist(pq.read_table(storage.layout.descriptions)))
+
+
+@dg.asset_check(asset="naics_descriptions", description="every excluded code is a real code")
+def descriptions_excluded_codes_exist(storage: StorageResource):
+    return _result(quality.descriptions_excluded_codes_exist(pq.read_table(storage.layout.descriptions)))
+
+
+@dg.asset_check(asset="naics_graph", blocking=True, description="a tree, every parent exists, 20 sectors")
+def graph_is_naics_tree(storage: StorageResource, source: SourceResource):
+    layout = storage.layout
+    return _result(quality.graph_is_naics_tree(pq.read_table(layout.graph_edges), pq.read_table(layout.descriptions),
+                                               20 if source.expect_naics_2022 else None))
+
+
+@dg.asset_check(asset="naics_distances", blocking=True,
+                description="N*(N-1) unique pairs, symmetric, equal to a recomputation from the tree")
+def distances_consistent(storage: StorageResource):
+    layout = storage.layout
+    return _result(quality.distances_consistent(layout.distances, pq.read_table(layout.descriptions)))
+
+
+@dg.asset_check(asset="naics_triplets", blocking=True,
+                description="row count implied by the tree, hardness in 1..8, positive closer than negative")
+def triplets_consistent(storage: StorageResource):
+    layout = storage.layout
+    return _result(quality.triplets_consistent(layout.triplets, pq.read_table(layout.descriptions)))
+
+
+DATA_CHECKS = [descriptions_row_counts, descriptions_unique_codes, descriptions_parents_exist,
+               descriptions_excluded_codes_exist, graph_is_naics_tree, distances_consistent,
+               triplets_consistent]

@@ -1,0 +1,134 @@
+"""Data-quality checks as plain functions; the Dagster layer turns each into an asset check."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from naics_pipeline.distances import distance_matrix, tree_arrays
+from naics_pipeline.graph import graph_from_tables, tree_problems
+from naics_pipeline.storage import connect, parquet_glob
+from naics_pipeline.triplets import count_by_hardness
+
+EXPECTED_LEVELS = {2: 20, 3: 96, 4: 308, 5: 689, 6: 1012}
+
+
+@dataclass
+class Outcome:
+    passed: bool
+    description: str
+    metadata: dict = field(default_factory=dict)
+
+
+def descriptions_row_counts(desc: pa.Table, expect_2022: bool = True) -> Outcome:
+    levels = dict(zip(*np.unique(desc.column("level").to_numpy(), return_counts=True)))
+    levels = {int(k): int(v) for k, v in levels.items()}
+    if expect_2022:
+        return Outcome(levels == EXPECTED_LEVELS, f"codes by level {levels} (expected {EXPECTED_LEVELS})",
+                       {"codes": desc.num_rows})
+    return Outcome(levels.get(2, 0) > 0, f"codes by level {levels}", {"codes": desc.num_rows})
+
+
+def descriptions_unique_codes(desc: pa.Table) -> Outcome:
+    codes = desc.column("code")
+    dup = desc.num_rows - len(pc.unique(codes))
+    return Outcome(dup == 0, f"{dup} duplicate codes", {"duplicates": dup})
+
+
+def descriptions_parents_exist(desc: pa.Table) -> Outcome:
+    codes = set(desc.column("code").to_pylist())
+    missing = [p for p in desc.column("parent").to_pylist() if p is not None and p not in codes]
+    return Outcome(not missing, f"{len(missing)} parents missing {missing[:5]}", {"missing": len(missing)})
+
+
+def descriptions_excluded_codes_exist(desc: pa.Table) -> Outcome:
+    codes = set(desc.column("code").to_pylist())
+    refs = [c for lst in desc.column("excluded_codes").to_pylist() for c in (lst or [])]
+    bad = [c for c in refs if c not in codes]
+    return Outcome(not bad, f"{len(refs)} excluded-code links, {len(bad)} unknown {bad[:5]}",
+                   {"links": len(refs), "unknown": len(bad)})
+
+
+def graph_is_naics_tree(edges: pa.Table, desc: pa.Table, expected_sectors: int | None = 20) -> Outcome:
+    g = graph_from_tables(edges, desc)
+    problems = tree_problems(g, expected_sectors)
+    sectors = g.out_degree("ROOT")
+    return Outcome(not problems, "; ".join(problems) or f"tree with {sectors} sectors, every parent present",
+                   {"nodes": g.number_of_nodes(), "edges": g.number_of_edges()})
+
+
+def distances_consistent(path: Path, desc: pa.Table) -> Outcome:
+    """Row count N*(N-1), unique (a, b), symmetric, and equal to a recomputation from the tree."""
+    n = desc.num_rows
+    t = pq.read_table(path, columns=["a", "b", "distance"])
+    a, b = t.column("a").to_numpy().astype(np.int64), t.column("b").to_numpy().astype(np.int64)
+    d = t.column("distance").to_numpy()
+    problems = []
+    if t.num_rows != n * (n - 1):
+        problems.append(f"{t.num_rows} rows, expected {n * (n - 1)}")
+    m = np.full((n, n), np.nan, np.float32)
+    m[a, b] = d
+    keys = np.unique(a * n + b).size
+    if keys != t.num_rows:
+        problems.append(f"{t.num_rows - keys} duplicate (a, b) keys")
+    np.fill_diagonal(m, 0)
+    if not np.array_equal(m, m.T, equal_nan=True):
+        problems.append("distance matrix is not symmetric")
+    if not np.array_equal(m, distance_matrix(tree_arrays(desc)), equal_nan=True):
+        problems.append("distances differ from a recomputation from the tree")
+    return Outcome(not problems, "; ".join(problems) or "N*(N-1) unique symmetric pairs matching the tree",
+                   {"rows": t.num_rows})
+
+
+def expected_triplet_count(desc: pa.Table) -> int:
+    """Triplets implied by the tree alone: for each (a, p) in one sector, the negatives farther than p
+    plus every code of another sector. Exclusions only relabel rows, so the total is the same."""
+    t = tree_arrays(desc)
+    dist = distance_matrix(t)
+    sector = t.sector
+    total = 0
+    for s in np.unique(sector):
+        members = np.nonzero(sector == s)[0]
+        cross = len(sector) - len(members)
+        sub = dist[np.ix_(members, members)]
+        for row in sub:  # row = distances from one anchor to its sector
+            d = np.sort(row)[1:]  # drop the anchor itself (distance 0)
+            farther = len(d) - np.searchsorted(d, d, side="right")
+            total += int(farther.sum()) + len(d) * cross
+    return total
+
+
+def triplets_consistent(folder: Path, desc: pa.Table) -> Outcome:
+    con = connect()
+    counts = count_by_hardness(con, folder)
+    expected = expected_triplet_count(desc)
+    rows = sum(counts.values())
+    problems = []
+    if rows != expected:
+        problems.append(f"{rows:,} rows, expected {expected:,} from the tree")
+    if set(counts) - set(range(1, 9)):
+        problems.append(f"hardness outside 1..8: {sorted(set(counts) - set(range(1, 9)))}")
+    # Hardness 2..8 rows (~86M) are scanned in full; hardness 1 is validated on its footer stats.
+    bad = con.execute(f"""SELECT
+        count(*) FILTER (WHERE NOT unrelated AND positive_distance >= negative_distance),
+        count(*) FILTER (WHERE hardness BETWEEN 2 AND 7 AND (unrelated OR excluded)),
+        count(*) FILTER (WHERE hardness = 8 AND NOT excluded),
+        count(*) FILTER (WHERE anchor = positive OR negative = anchor OR negative = positive)
+        FROM {parquet_glob(folder)} WHERE hardness >= 2""").fetchone()
+    labels = ["related rows with positive_distance >= negative_distance",
+              "hardness 2-7 rows flagged unrelated/excluded", "hardness 8 rows not excluded",
+              "rows repeating a code"]
+    problems += [f"{n:,} {label}" for n, label in zip(bad, labels) if n]
+    # Hardness 1 (~890M rows) is checked from footer statistics: every row unrelated, none excluded.
+    h1 = con.execute(f"""SELECT path_in_schema, min(stats_min_value), max(stats_max_value)
+        FROM parquet_metadata('{folder}/hardness=1/*.parquet')
+        WHERE path_in_schema IN ('unrelated', 'excluded') GROUP BY 1""").fetchall()
+    h1 = {col: (lo, hi) for col, lo, hi in h1}
+    if counts.get(1) and (h1.get("unrelated", ("false",))[0] != "true" or h1.get("excluded", (0, "true"))[1] != "false"):
+        problems.append(f"hardness 1 rows not all unrelated and unexcluded (footer stats {h1})")
+    return Outcome(not problems, "; ".join(problems) or f"{rows:,} rows as the tree implies, labels consistent",
+                   {"rows": rows, "expected_rows": expected, **{f"hardness_{h}": n for h, n in counts.items()}})

@@ -1,0 +1,28 @@
+import pyarrow as pa
+import pyarrow.parquet  # noqa: F401
+import pytest
+
+from naics_pipeline.storage import atomic_path, clean_stale_temporaries, write_parquet
+
+
+def test_failed_write_keeps_old_file(tmp_path):
+    target = tmp_path / "t.parquet"
+    write_parquet(pa.table({"x": [1]}), target)
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed")
+    assert pa.parquet.read_table(target).column("x").to_pylist() == [1]
+    assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]
+
+
+def test_folder_replace_and_stale_cleanup(tmp_path):
+    target = tmp_path / "folder"
+    for content in (b"old", b"new"):
+        with atomic_path(target) as tmp:
+            tmp.mkdir()
+            (tmp / "f").write_bytes(content)
+    assert (target / "f").read_bytes() == b"new"
+    (tmp_path / ".tmp-x.123").mkdir()
+    assert clean_stale_temporaries(tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]
