@@ -118,7 +118,7 @@ def triplets_consistent(folder: Path, desc: pa.Table) -> Outcome:
         count(*) FILTER (WHERE hardness BETWEEN 2 AND 7 AND (unrelated OR excluded)),
         count(*) FILTER (WHERE hardness = 8 AND NOT excluded),
         count(*) FILTER (WHERE anchor = positive OR negative = anchor OR negative = positive)
-        FROM {parquet_glob(folder)} WHERE hardness >= 2""").fetchone()
+        FROM {parquet_glob(folder)} WHERE hardness >= 2""").fetchall()[0]
     labels = ["related rows with positive_distance >= negative_distance",
               "hardness 2-7 rows flagged unrelated/excluded", "hardness 8 rows not excluded",
               "rows repeating a code"]

@@ -82,7 +82,7 @@ def _copy(con, query: str, target: Path, partition: bool) -> int:
     opts = "FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1000000"
     if partition:
         opts += ", PARTITION_BY (hardness), OVERWRITE_OR_IGNORE true, FILENAME_PATTERN '{uuid}'"
-    return con.execute(f"COPY ({query}) TO '{target}' ({opts})").fetchone()[0]
+    return con.execute(f"COPY ({query}) TO '{target}' ({opts})").fetchall()[0][0]
 
 
 def _selects(extra_where: str, hardness_sql: str | None, excluded: str) -> str:

@@ -103,3 +103,17 @@ def write_census_folder(folder: Path, **kwargs) -> Path:
     for role, rows in census_rows(**kwargs).items():
         (folder / FILE_NAMES[role]).write_bytes(xlsx_bytes(rows))
     return folder
+
+
+def synthetic_codes(sectors=("11", "21", "54"), fanout=3) -> list[tuple[str, str]]:
+    """A regular NAICS-shaped tree: each code has `fanout` children down to 6 digits."""
+    out = []
+
+    def walk(code):
+        out.append((code, f"Industry {code}"))
+        if len(code) < 6:
+            for i in range(1, fanout + 1):
+                walk(code + str(i))
+    for s in sectors:
+        walk(s)
+    return out

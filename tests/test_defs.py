@@ -59,3 +59,41 @@ def test_packaged_default_runs_end_to_end(tmp_path):
     result = materialize_data(tmp_path / "store", "packaged")
     assert metadata(result, "naics_source")["packaged_fallback"].value is True
     assert metadata(result, "naics_descriptions")["dagster/row_count"].value == 2125
+
+
+def test_custom_curriculum_yaml_becomes_an_asset(census_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from naics_pipeline.defs import build_defs
+    from naics_pipeline.defs.assets_curricula import curriculum_assets
+    from naics_pipeline.settings import REPO_ROOT
+
+    folder = tmp_path / "curricula"
+    shutil.copytree(REPO_ROOT / "curricula", folder)
+    (folder / "my_experiment.yaml").write_text(
+        "name: my_experiment\npositive_levels: [6]\npositive_distance_max: 2.0\nmax_positives: 5\n"
+        "difficulty_buckets: [1, 5, 6]\nbucket_percentages: {1: 0.5, 5: 0.3, 6: 0.2}\nk_negatives: 24\n")
+    monkeypatch.setenv("NAICS_CURRICULA_DIR", str(folder))
+    keys = {k.to_user_string() for k in build_defs().resolve_asset_graph().get_all_asset_keys()}
+    assert "sampling_index_my_experiment" in keys
+    custom = [a for a in curriculum_assets(folder) if a.key.to_user_string() == "sampling_index_my_experiment"]
+    result = dg.materialize(
+        [*DATA_ASSETS, *custom],
+        resources={"storage": StorageResource(root=str(tmp_path / "store")),
+                   "source": SourceResource(location=str(census_dir), expect_naics_2022=False)},
+        instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    meta = metadata(result, "sampling_index_my_experiment")
+    assert "| Hardness | Candidates | Requested | Realized" in meta["mix"].value
+    assert meta["mix_plot"].value.startswith("![requested vs realized mix](data:image/png;base64,")
+
+
+def test_invalid_curriculum_fails_definitions_with_file_and_field(tmp_path, monkeypatch):
+    from naics_pipeline.curricula import CurriculumError
+    from naics_pipeline.defs import build_defs
+
+    (tmp_path / "bad.yaml").write_text("name: bad\npositive_levels: [6]\ndifficulty_buckets: [1, 2]\n"
+                                       "bucket_percentages: {1: 0.5, 2: 0.4}\nk_negatives: 16\n")
+    monkeypatch.setenv("NAICS_CURRICULA_DIR", str(tmp_path))
+    with pytest.raises(CurriculumError, match="bad.yaml: field 'bucket_percentages': shares sum to 0.900000"):
+        build_defs()
