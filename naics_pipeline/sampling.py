@@ -17,14 +17,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from naics_pipeline.curricula import Curriculum
 from naics_pipeline.storage import atomic_path
-from naics_pipeline.triplets import HARDNESS_SQL
 
 HARDNESS = range(1, 9)
 INDEX_VERSION = 1
@@ -37,6 +35,12 @@ class SamplingError(ValueError):
 # ---------------------------------------------------------------------------------------------
 # Building
 
+def _hardness_sql() -> str:
+    from naics_pipeline.triplets import HARDNESS_SQL  # imports duckdb
+
+    return HARDNESS_SQL
+
+
 def _sql_num(v):
     return "NULL" if v is None else repr(float(v))
 
@@ -44,6 +48,8 @@ def _sql_num(v):
 def build_index(curriculum: Curriculum, descriptions: pa.Table, distances: Path, triplets: Path,
                 target: Path, seed: int = 0) -> dict:
     """Filter pairs, group candidates, write the index folder atomically; returns build stats."""
+    import duckdb  # only the builder needs it; training machines read the index with pyarrow alone
+
     t0 = time.perf_counter()
     c = curriculum
     con = duckdb.connect(":memory:")
@@ -77,7 +83,7 @@ def build_index(curriculum: Curriculum, descriptions: pa.Table, distances: Path,
     # In-sector candidates of every hardness 2..7 (fallback may reach levels the curriculum did not
     # ask for), without the anchor's own exclusions (those are hardness 8).
     cand = con.sql(f"""
-        SELECT g.grp, ({HARDNESS_SQL})::UTINYINT AS h, n.b AS negative
+        SELECT g.grp, ({_hardness_sql()})::UTINYINT AS h, n.b AS negative
         FROM groups g JOIN dist n ON n.a = g.anchor AND n.d2 > g.d2
         CROSS JOIN (SELECT g.d2) p
         WHERE NOT EXISTS (SELECT 1 FROM excl e WHERE e.code = g.anchor AND e.excluded = n.b)

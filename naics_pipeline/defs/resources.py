@@ -1,6 +1,7 @@
 """Runtime settings as Dagster resources; defaults come from environment variables (see README)."""
 
 import os
+from typing import Optional
 
 import dagster as dg
 from pydantic import Field
@@ -29,3 +30,35 @@ class SourceResource(dg.ConfigurableResource):
     # The checks hold the tables to NAICS 2022's shape (2,125 codes, 20 sectors); switch off for
     # other vintages or hand-made trees (env NAICS_EXPECT_2022=0).
     expect_naics_2022: bool = Field(default_factory=lambda: os.environ.get("NAICS_EXPECT_2022", "1") != "0")
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+class TrainingResource(dg.ConfigurableResource):
+    """Training settings (env defaults in parentheses; see README). GPU is used when there is one."""
+
+    encoder: str = Field(default_factory=lambda: _env("NAICS_ENCODER", "minilm"))         # minilm | hashing
+    accelerator: str = Field(default_factory=lambda: _env("NAICS_ACCELERATOR", "auto"))   # auto | cpu | gpu
+    devices: str = Field(default_factory=lambda: _env("NAICS_DEVICES", "auto"))            # auto | N
+    strategy: str = Field(default_factory=lambda: _env("NAICS_STRATEGY", "auto"))          # auto | ddp | ...
+    epochs: Optional[int] = Field(default_factory=lambda: _opt_int("NAICS_EPOCHS"))         # None: the plan's
+    batch_size: Optional[int] = Field(default_factory=lambda: _opt_int("NAICS_BATCH_SIZE"))  # None: 4096 GPU / 512 CPU
+    max_pairs_per_epoch: Optional[int] = Field(default_factory=lambda: _opt_int("NAICS_MAX_PAIRS_PER_EPOCH", -1))
+    learning_rate: float = Field(default_factory=lambda: float(_env("NAICS_LEARNING_RATE", "2e-3")))
+    seed: int = Field(default_factory=lambda: int(_env("NAICS_SEED", "0")))
+    load_balancing_coef: float = Field(default_factory=lambda: float(_env("NAICS_LOAD_BALANCING_COEF", "0.01")))
+    curvature: float = 1.0
+    temperature: float = 0.1
+    embedding_dim: int = 32
+
+    def devices_value(self):
+        return int(self.devices) if str(self.devices).isdigit() else self.devices
+
+
+def _opt_int(name: str, default: Optional[int] = None) -> Optional[int]:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return None if value.lower() == "none" else int(value)

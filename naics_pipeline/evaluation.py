@@ -1,0 +1,139 @@
+"""Embedding quality against the tree: rank correlations, NDCG@10, distortion, parent retrieval,
+exclusion separation, and retrieval of held-out index entries."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from naics_pipeline.distances import distance_matrix, tree_arrays
+
+NDCG_K = 10
+RELEVANCE_CUTOFF = 8.0  # relevance = max(0, 8 - tree distance): 8 is the farthest pair inside a sector
+
+
+def rankdata(x: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share their mean rank), like scipy.stats.rankdata."""
+    order = np.argsort(x, kind="stable")
+    sorted_x = x[order]
+    _, first, counts = np.unique(sorted_x, return_index=True, return_counts=True)
+    avg = first + 1 + (counts - 1) / 2.0
+    ranks = np.empty(len(x), np.float64)
+    ranks[order] = np.repeat(avg, counts)
+    return ranks
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    x, y = x - x.mean(), y - y.mean()
+    return float((x * y).sum() / np.sqrt((x * x).sum() * (y * y).sum()))
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    return pearson(rankdata(x), rankdata(y))
+
+
+def lorentz_pairwise(points: np.ndarray, c: float) -> np.ndarray:
+    p = points.astype(np.float64)
+    inner = -np.outer(p[:, 0], p[:, 0]) + p[:, 1:] @ p[:, 1:].T
+    return np.arccosh(np.maximum(-c * inner, 1.0)) / np.sqrt(c)
+
+
+def ndcg_at_k(emb: np.ndarray, tree: np.ndarray, k: int = NDCG_K) -> float:
+    n = len(emb)
+    e = emb.copy()
+    np.fill_diagonal(e, np.inf)
+    rel = np.maximum(RELEVANCE_CUTOFF - tree, 0.0)
+    np.fill_diagonal(rel, 0.0)
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    top = np.argpartition(e, k, axis=1)[:, :k]
+    top = np.take_along_axis(top, np.argsort(np.take_along_axis(e, top, axis=1), axis=1), axis=1)
+    dcg = (np.take_along_axis(rel, top, axis=1) * discount).sum(1)
+    ideal = -np.sort(-rel, axis=1)[:, :k]
+    idcg = (ideal * discount).sum(1)
+    ok = idcg > 0
+    return float((dcg[ok] / idcg[ok]).mean()) if ok.any() else 0.0
+
+
+def evaluate_embeddings(points: np.ndarray, descriptions: pa.Table, c: float) -> dict:
+    return evaluate_distances(lorentz_pairwise(points, c), descriptions)
+
+
+def evaluate_distances(emb: np.ndarray, descriptions: pa.Table) -> dict:
+    """Every tree metric for an (N, N) matrix of embedding distances."""
+    tree = distance_matrix(tree_arrays(descriptions)).astype(np.float64)
+    iu = np.triu_indices(len(emb), k=1)
+    te, tt = emb[iu], tree[iu]
+    scale = te.mean() / tt.mean()
+    levels = descriptions.column("level").to_numpy()
+    codes = descriptions.column("code").to_pylist()
+    pos = {code: i for i, code in enumerate(codes)}
+    parents = descriptions.column("parent").to_pylist()
+    return {
+        "spearman": spearman(te, tt),
+        "pearson": pearson(te, tt),
+        "ndcg_at_10": ndcg_at_k(emb, tree),
+        "mean_distortion": float(np.mean(np.abs(te / scale - tt) / tt)),
+        "parent_retrieval_accuracy": _parent_accuracy(emb, levels, parents, pos),
+        "exclusion_separation": _exclusion_separation(emb, descriptions, pos, parents),
+        "pairs": int(len(tt)),
+    }
+
+
+def _parent_accuracy(emb, levels, parents, pos) -> float:
+    hits, total = 0, 0
+    for lvl in range(3, 7):
+        children = np.nonzero(levels == lvl)[0]
+        candidates = np.nonzero(levels == lvl - 1)[0]
+        if not len(children):
+            continue
+        nearest = candidates[np.argmin(emb[np.ix_(children, candidates)], axis=1)]
+        hits += int(sum(nearest[i] == pos[parents[ch]] for i, ch in enumerate(children)))
+        total += len(children)
+    return hits / total if total else 0.0
+
+
+def _exclusion_separation(emb, descriptions, pos, parents) -> float | None:
+    """Share of (code, excluded code) pairs farther apart than the code is from its siblings on
+    average (from its parent, for a code without siblings)."""
+    children: dict = {}
+    for i, p in enumerate(parents):
+        children.setdefault(p, []).append(i)
+    wins, total = 0, 0
+    for i, excluded in enumerate(descriptions.column("excluded_codes").to_pylist()):
+        if not excluded:
+            continue
+        siblings = [s for s in children.get(parents[i], []) if s != i]
+        if siblings:
+            reference = emb[i, siblings].mean()
+        elif parents[i] is not None:
+            reference = emb[i, pos[parents[i]]]
+        else:
+            continue
+        for code in excluded:
+            wins += emb[i, pos[code]] > reference
+            total += 1
+    return float(wins / total) if total else None
+
+
+def retrieval_accuracy(query_points: np.ndarray, query_codes: list[str], points: np.ndarray,
+                       descriptions: pa.Table, c: float) -> dict:
+    """Top-1/top-5 of held-out index entries among 6-digit codes, judged at 6 and 2 digits."""
+    if not len(query_codes):
+        return {}
+    codes = np.array(descriptions.column("code").to_pylist())
+    sectors = np.array(descriptions.column("sector").to_pylist())
+    six = np.nonzero(descriptions.column("level").to_numpy() == 6)[0]
+    q = query_points.astype(np.float64)
+    cand = points[six].astype(np.float64)
+    inner = -np.outer(q[:, 0], cand[:, 0]) + q[:, 1:] @ cand[:, 1:].T
+    # d = arccosh(-c <x, y>_L) grows with -<x, y>_L: the nearest codes have the smallest -inner.
+    top5 = six[np.argsort(-inner, axis=1)[:, :5]]
+    truth = np.array(query_codes)
+    sector_of = dict(zip(codes, sectors))
+    true_sector = np.array([sector_of[t] for t in truth])
+    return {
+        "holdout_entries": int(len(truth)),
+        "top1_6digit": float(np.mean(codes[top5[:, 0]] == truth)),
+        "top5_6digit": float(np.mean((codes[top5] == truth[:, None]).any(1))),
+        "top1_2digit": float(np.mean(sectors[top5[:, 0]] == true_sector)),
+        "top5_2digit": float(np.mean((sectors[top5] == true_sector[:, None]).any(1))),
+    }

@@ -1,0 +1,132 @@
+"""Hyperbolic Mixture-of-Experts embedding model (plain torch).
+
+text channels (4 x D) + level --> MoE fusion (top-2 gating, load-balancing loss) --> tangent vector
+--> exponential map at the origin of the Lorentz hyperboloid {x : <x, x>_L = -1/c, x0 > 0}.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+N_LEVELS = 5  # NAICS levels 2..6
+ROUTER_DIM = 16
+ROUTER_TEMPERATURE = 0.5
+
+
+@dataclass
+class ModelConfig:
+    text_dim: int = 384
+    channels: int = 4
+    hidden_dim: int = 512
+    embedding_dim: int = 32        # tangent dimension; points live in R^(embedding_dim + 1)
+    num_experts: int = 4
+    top_k: int = 2
+    curvature: float = 1.0
+    temperature: float = 0.1
+    load_balancing_coef: float = 0.01   # the guide's troubleshooting: raise to 0.02 on collapse
+    dropout: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lorentz model helpers (computed in float32: cosh/arcosh lose everything in bf16)
+
+def lorentz_inner(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return -x[..., 0] * y[..., 0] + (x[..., 1:] * y[..., 1:]).sum(-1)
+
+
+def expmap0(v: torch.Tensor, c: float) -> torch.Tensor:
+    sqrt_c = c ** 0.5
+    norm = v.norm(dim=-1, keepdim=True).clamp_min(1e-7)
+    arg = (sqrt_c * norm).clamp_max(40.0)
+    time = torch.cosh(arg) / sqrt_c
+    space = torch.sinh(arg) * v / (sqrt_c * norm)
+    return torch.cat([time, space], dim=-1)
+
+
+def lorentz_distance(x: torch.Tensor, y: torch.Tensor, c: float) -> torch.Tensor:
+    arg = (-c * lorentz_inner(x, y)).clamp_min(1.0 + 1e-7)
+    return torch.acosh(arg) / c ** 0.5
+
+
+def pairwise_lorentz_distance(x: torch.Tensor, y: torch.Tensor, c: float) -> torch.Tensor:
+    inner = -x[:, :1] @ y[:, :1].T + x[:, 1:] @ y[:, 1:].T
+    return torch.acosh((-c * inner).clamp_min(1.0 + 1e-7)) / c ** 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+
+def load_balancing_loss(probs: torch.Tensor, top1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Switch-style balance E * sum_e f_e * P_e - 1, with f_e the share of top-1 routes (no gradient)
+    and P_e the mean gate probability: 0 for uniform routing, E - 1 when one expert takes all."""
+    num_experts = probs.shape[-1]
+    f = F.one_hot(top1, num_experts).float().mean(0)
+    return num_experts * (f.detach() * probs.mean(0)).sum() - 1.0, f
+
+
+class MoEFusion(nn.Module):
+    """Top-k gated experts. Returns the fused output, the load-balancing loss and routing stats."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, num_experts: int, top_k: int, dropout: float):
+        super().__init__()
+        self.top_k = min(top_k, num_experts)
+        self.num_experts = num_experts
+        # Cosine router (X-MoE, Chi et al. 2022): logits are cosines / ROUTER_TEMPERATURE, bounded in
+        # [-2, 2], so the softmax cannot saturate and the balance loss always keeps a gradient. A
+        # plain linear gate collapsed onto one expert within a few hundred steps here.
+        # Centred across codes first: per-code LayerNorm'd features share one dominant direction,
+        # which sends every code to the same expert whatever the keys are.
+        self.gate_norm = nn.BatchNorm1d(in_dim, affine=False)
+        self.gate_proj = nn.Linear(in_dim, ROUTER_DIM, bias=False)
+        self.expert_keys = nn.Parameter(torch.randn(num_experts, ROUTER_DIM))
+        self.experts = nn.ModuleList(
+            nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim))
+            for _ in range(num_experts))
+
+    def forward(self, x: torch.Tensor):
+        logits = F.normalize(self.gate_proj(self.gate_norm(x)), dim=-1) @ F.normalize(self.expert_keys, dim=-1).T
+        logits = logits / ROUTER_TEMPERATURE
+        if self.training:
+            # Noisy top-k gating (Shazeer et al. 2017): noise breaks routing ties and keeps
+            # under-used experts in play, so the balance loss has something to work with.
+            logits = logits + 0.5 * torch.randn_like(logits)
+        probs = F.softmax(logits, dim=-1)                                # (N, E)
+        top_p, top_i = probs.topk(self.top_k, dim=-1)
+        weights = torch.zeros_like(probs).scatter(-1, top_i, top_p / top_p.sum(-1, keepdim=True))
+        # Experts are small: run them densely and mix with the sparse top-k weights.
+        outs = torch.stack([e(x) for e in self.experts], dim=1)          # (N, E, out)
+        fused = (weights.unsqueeze(-1) * outs).sum(1)
+        lb, f = load_balancing_loss(probs, top_i[:, 0])
+        return fused, lb, f
+
+
+class NaicsEmbedder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        in_dim = cfg.channels * cfg.text_dim + cfg.channels + N_LEVELS
+        self.norm = nn.LayerNorm(in_dim)
+        self.moe = MoEFusion(in_dim, cfg.hidden_dim, cfg.embedding_dim, cfg.num_experts, cfg.top_k, cfg.dropout)
+
+    def forward(self, channels: torch.Tensor, present: torch.Tensor, level: torch.Tensor):
+        """channels (N, 4, D), present (N, 4) bool, level (N,) in 2..6 -> points (N, d+1), lb, usage."""
+        x = torch.cat([channels.flatten(1), present.float(), F.one_hot(level - 2, N_LEVELS).float()], dim=-1)
+        tangent, lb, usage = self.moe(self.norm(x))
+        with torch.autocast(device_type=tangent.device.type, enabled=False):
+            points = expmap0(tangent.float(), self.cfg.curvature)
+        return points, lb, usage
+
+
+def info_nce(points: torch.Tensor, anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor,
+             c: float, temperature: float) -> torch.Tensor:
+    """Hyperbolic InfoNCE: -log softmax over [-d(a, p), -d(a, n_1..K)] / temperature, positive first."""
+    a = points[anchor].unsqueeze(1)                                      # (B, 1, d+1)
+    others = torch.cat([points[positive].unsqueeze(1), points[negatives]], dim=1)   # (B, 1+K, d+1)
+    logits = -lorentz_distance(a, others, c) / temperature
+    target = torch.zeros(len(anchor), dtype=torch.long, device=points.device)
+    return F.cross_entropy(logits, target)
