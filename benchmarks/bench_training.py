@@ -68,7 +68,8 @@ def main() -> None:
     for stage in load_plan(REPO_ROOT / "curricula"):
         cfg = TrainConfig(epochs=max(1, round(stage.epochs * args.epochs_scale)), accelerator=args.accelerator,
                           devices=devices, strategy=args.strategy, batch_size=args.batch_size,
-                          learning_rate=args.lr, progress_bar=False)
+                          learning_rate=args.lr, progress_bar=False,
+                          gpu_epoch_multiplier=1)
         mcfg = ModelConfig(temperature=args.temperature, embedding_dim=args.embedding_dim)
         r = train_stage(stage.name, layout.sampling_index(stage.curriculum.name), emb, desc,
                         layout.stage_dir(stage.name), mcfg, cfg, init_from=prev)

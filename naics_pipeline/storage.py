@@ -13,11 +13,34 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 TMP_PREFIX = ".tmp-"
+LOCK_PREFIX = ".lock-"
+
+
+class StorageBusyError(RuntimeError):
+    """Another process is writing the same table under this storage root."""
+
+
+@contextlib.contextmanager
+def table_lock(target: Path) -> Iterator[None]:
+    """Exclusive, non-blocking lock per table: a second concurrent writer fails at once, clearly.
+    The kernel drops the lock when its holder dies, so a killed run never leaves it held."""
+    import fcntl
+
+    lock_path = target.with_name(f"{LOCK_PREFIX}{target.name}")
+    with open(lock_path, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StorageBusyError(f"{target} is being written by another run (lock {lock_path}); "
+                                   "wait for it to finish or use another NAICS_STORAGE_ROOT") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _tmp_sibling(target: Path) -> Path:
@@ -30,6 +53,11 @@ def atomic_path(target: Path) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_sibling(target)
+    with table_lock(target):
+        yield from _write_and_swap(target, tmp)
+
+
+def _write_and_swap(target: Path, tmp: Path) -> Iterator[Path]:
     try:
         yield tmp
         if target.is_dir() and tmp.is_dir():
@@ -49,11 +77,17 @@ def atomic_path(target: Path) -> Iterator[Path]:
 
 
 def clean_stale_temporaries(root: Path) -> int:
-    """Remove temporaries left by killed runs; returns how many were removed."""
+    """Remove temporaries left by killed runs (skipping tables being written now); returns the count."""
     removed = 0
     if not root.exists():
         return 0
     for p in root.rglob(f"{TMP_PREFIX}*"):
+        table = p.with_name(p.name[len(TMP_PREFIX):].rsplit(".", 1)[0])
+        try:
+            with table_lock(table):
+                pass
+        except StorageBusyError:
+            continue  # a live writer owns this temporary
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         removed += 1
     return removed
@@ -65,7 +99,7 @@ def write_parquet(table: pa.Table, target: Path, **kwargs) -> Path:
     return target
 
 
-def copy_query_to_parquet(con: duckdb.DuckDBPyConnection, query: str, target: Path,
+def copy_query_to_parquet(con, query: str, target: Path,
                           options: str = "COMPRESSION zstd") -> Path:
     """Run `query` in DuckDB and write its result atomically to `target` (a .parquet file)."""
     with atomic_path(target) as tmp:
@@ -73,7 +107,9 @@ def copy_query_to_parquet(con: duckdb.DuckDBPyConnection, query: str, target: Pa
     return target
 
 
-def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
+def connect(threads: int | None = None):
+    import duckdb  # lazily: the training machine reads Parquet with pyarrow and has no duckdb
+
     con = duckdb.connect(":memory:")
     if threads:
         con.execute(f"SET threads={int(threads)}")
@@ -98,6 +134,8 @@ def parquet_glob(path: Path) -> str:
 
 def write_catalog(root: Path, tables: dict[str, Path]) -> Path:
     """(Re)build `naics.duckdb`: a DuckDB file of views over the Parquet tables, for users' SQL."""
+    import duckdb
+
     target = root / "naics.duckdb"
     with atomic_path(target) as tmp:
         con = duckdb.connect(str(tmp))

@@ -73,8 +73,8 @@ def xlsx_bytes(rows: list[list], sheet: str = "Sheet1") -> bytes:
     import io
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, text in files.items():
-            z.writestr(name, text)
+        for name, text in files.items():  # fixed timestamps: same rows, same bytes
+            z.writestr(zipfile.ZipInfo(name, date_time=(2022, 1, 1, 0, 0, 0)), text, zipfile.ZIP_DEFLATED)
     return buf.getvalue()
 
 

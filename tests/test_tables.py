@@ -116,6 +116,8 @@ def test_triplets_write_is_atomic(desc, tmp_path, monkeypatch):
         build_triplets(dist, desc, target)
     assert sorted(p.name for p in target.rglob("*.parquet")) == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+    monkeypatch.undo()
+    assert build_triplets(dist, desc, target).rows > 0   # the lock was released by the failed run
 
 
 def test_checks_fail_on_bad_tables(desc, tmp_path):

@@ -1,0 +1,181 @@
+"""Change detection, faults and the UI, as a person operating the pipeline would meet them."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from naics_pipeline.defs import DATA_ASSETS, data_job
+from naics_pipeline.defs.automation import build_source_sensor
+from naics_pipeline.defs.checks_data import DATA_CHECKS
+from naics_pipeline.defs.resources import SourceResource, StorageResource
+from naics_pipeline.settings import REPO_ROOT
+from tests.census_fixtures import write_census_folder
+
+
+def tick(defs: dg.Definitions, instance, cursor=None):
+    sensor = defs.resolve_sensor_def("naics_source_sensor")
+    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
+                                  resources={"source": defs.resources["source"]})
+    result = sensor.evaluate_tick(ctx)
+    return result, ctx.cursor
+
+
+def make_defs(root: Path, location) -> dg.Definitions:
+    return dg.Definitions(assets=DATA_ASSETS, asset_checks=DATA_CHECKS, jobs=[data_job],
+                          sensors=[build_source_sensor(data_job)],
+                          resources={"storage": StorageResource(root=str(root)),
+                                     "source": SourceResource(location=str(location), expect_naics_2022=False)})
+
+
+def data_version(instance) -> str:
+    event = instance.get_latest_materialization_event(dg.AssetKey("naics_source"))
+    return event.asset_materialization.tags["dagster/data_version"]
+
+
+def test_change_file_then_sensor_requests_run_with_new_data_version(census_dir, tmp_path):
+    instance = dg.DagsterInstance.ephemeral()
+    defs = make_defs(tmp_path / "store", census_dir)
+    job = defs.resolve_job_def("data_job")
+    assert job.execute_in_process(instance=instance).success
+    first = data_version(instance)
+
+    result, cursor = tick(defs, instance)                       # first tick: baseline, no run
+    assert not result.run_requests and "baseline" in result.skip_message
+    result, cursor = tick(defs, instance, cursor)               # nothing changed: no run
+    assert not result.run_requests and result.skip_message == "source unchanged"
+
+    write_census_folder(census_dir, index={"111110": ["Soybean farming", "Soy milk beans, growing"]})
+    result, cursor = tick(defs, instance, cursor)
+    [request] = result.run_requests
+    assert request.tags["naics/changed_files"] == "index"
+    assert job.execute_in_process(instance=instance, tags=request.tags).success
+    assert data_version(instance) != first
+
+    # the cursor survives a restart: a fresh sensor evaluation with the stored cursor sees no change
+    result, _ = tick(make_defs(tmp_path / "store", census_dir), dg.DagsterInstance.ephemeral(), cursor)
+    assert not result.run_requests
+
+
+def test_unreachable_source_is_a_logged_skip(tmp_path, caplog):
+    defs = make_defs(tmp_path, "http://127.0.0.1:9/naics")
+    result, cursor = tick(defs, dg.DagsterInstance.ephemeral(), cursor='{"codes": "x"}')
+    assert not result.run_requests and "source unreadable" in result.skip_message
+    assert cursor == '{"codes": "x"}'        # kept: the next tick compares against the last good one
+    missing = make_defs(tmp_path, tmp_path / "nowhere")
+    result, _ = tick(missing, dg.DagsterInstance.ephemeral())
+    assert "does not exist" in result.skip_message
+
+
+def test_sigkill_mid_write_leaves_no_table_and_rerun_succeeds(tmp_path):
+    """Kill the triplet build (2,125 packaged codes, ~30 s) a few seconds in; nothing half-written
+    is visible, and the rerun cleans the temporary and writes a table that passes its check."""
+    from naics_pipeline import pipeline, quality
+    from naics_pipeline.layout import Layout
+    from naics_pipeline.storage import clean_stale_temporaries
+
+    layout = Layout(tmp_path / "store")
+    pipeline.step_source(layout, "packaged")
+    for step in (pipeline.step_descriptions(layout), pipeline.step_graph(layout), pipeline.step_distances(layout)):
+        assert step.rows
+    code = ("import sys; from pathlib import Path; from naics_pipeline import pipeline; "
+            "from naics_pipeline.layout import Layout; pipeline.step_triplets(Layout(Path(sys.argv[1])))")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(layout.root)], cwd=REPO_ROOT)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(layout.root.glob(".tmp-naics_triplets*/hardness=1/*")):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not layout.triplets.exists()                      # never a half-written table in place
+    assert list(layout.root.glob(".tmp-naics_triplets*"))    # the killed run's temporary is left behind
+    assert clean_stale_temporaries(layout.root) >= 1         # ...and removed by the next run
+    pipeline.step_triplets(layout)
+    import pyarrow.parquet as pq
+    assert quality.triplets_consistent(layout.triplets, pq.read_table(layout.descriptions)).passed
+
+
+def test_changed_curriculum_changes_only_its_own_code_version(tmp_path, monkeypatch):
+    from naics_pipeline.defs import build_defs
+
+    folder = tmp_path / "curricula"
+    shutil.copytree(REPO_ROOT / "curricula", folder)
+    monkeypatch.setenv("NAICS_CURRICULA_DIR", str(folder))
+
+    def versions():
+        graph = build_defs().resolve_asset_graph()
+        return {k.to_user_string(): graph.get(k).code_version for k in graph.get_all_asset_keys()}
+    before = versions()
+    path = folder / "02_stage_medium.yaml"
+    path.write_text(path.read_text().replace("k_negatives: 16", "k_negatives: 24"))
+    after = versions()
+    assert [k for k in before if before[k] != after[k]] == ["sampling_index_02_stage_medium"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _graphql(port: int, query: str) -> dict:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    return json.loads(urllib.request.urlopen(req, timeout=60).read())["data"]
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium; .ci/run does)")
+def test_ui_lists_every_asset_and_check_and_renders(tmp_path):
+    from naics_pipeline.defs import defs
+
+    port = _free_port()
+    env = dict(os.environ, DAGSTER_HOME=str(tmp_path / "home"), NAICS_STORAGE_ROOT=str(tmp_path / "store"))
+    (tmp_path / "home").mkdir()
+    dagster = Path(sys.executable).with_name("dagster")
+    server = subprocess.Popen([str(dagster), "dev", "-m", "naics_pipeline", "-h", "127.0.0.1", "-p", str(port)],
+                              cwd=REPO_ROOT, env=env, stdout=open(tmp_path / "dev.log", "w"),
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    pytest.fail("dagster dev did not start:\n" + (tmp_path / "dev.log").read_text()[-3000:])
+                time.sleep(1)
+        data = _graphql(port, "{ assetNodes { assetKey { path } groupName "
+                              "assetChecksOrError { ... on AssetChecks { checks { name } } } } }")
+        listed = {"/".join(n["assetKey"]["path"]) for n in data["assetNodes"]}
+        graph = defs.resolve_asset_graph()
+        assert listed == {k.to_user_string() for k in graph.get_all_asset_keys()}
+        checks = {c["name"] for n in data["assetNodes"] for c in n["assetChecksOrError"].get("checks", [])}
+        assert checks == {key.name for c in DATA_CHECKS for key in c.check_keys}
+        groups = {n["groupName"] for n in data["assetNodes"]}
+        assert groups == {"source", "graph", "tables", "curricula", "training", "evaluation"}
+        shot = tmp_path / "asset-graph.png"
+        subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                        "--disable-component-update", "--disable-sync", "--no-first-run",
+                        f"--user-data-dir={tmp_path / 'chrome'}", "--window-size=1600,1000",
+                        "--virtual-time-budget=15000", f"--screenshot={shot}",
+                        f"http://127.0.0.1:{port}/asset-groups"], check=True, timeout=120,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert shot.is_file() and shot.stat().st_size > 20_000
+        out = os.environ.get("NAICS_UI_SCREENSHOT")
+        if out:
+            shutil.copy(shot, out)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
