@@ -3,9 +3,9 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from naics_pipeline.defs import DATA_ASSETS, defs
+from naics_pipeline.defs import DATA_ASSETS, build_defs, defs
 from naics_pipeline.defs.checks_data import DATA_CHECKS
-from naics_pipeline.defs.resources import SourceResource, StorageResource
+from naics_pipeline.defs.resources import SourceResource, StorageResource, TrainingResource
 from naics_pipeline.snapshot import load_snapshot
 
 
@@ -44,21 +44,57 @@ def test_data_graph_on_generated_files(census_dir, tmp_path):
     assert (tmp_path / "store" / "naics.duckdb").is_file()
 
 
+def materialize_everything(root, location):
+    """Every asset and check, with the fast hashing encoder and one short epoch per stage."""
+    full = build_defs()
+    assets = list(full.assets) + list(full.asset_checks)
+    result = dg.materialize(
+        assets, instance=dg.DagsterInstance.ephemeral(),
+        resources={"storage": StorageResource(root=str(root)),
+                   "source": SourceResource(location=str(location)),
+                   "training": TrainingResource(encoder="hashing", epochs=1, batch_size=256,
+                                                max_pairs_per_epoch=2048, accelerator="cpu", devices="1")})
+    assert result.success
+    failed = [(c.check_name, c.description) for c in result.get_asset_check_evaluations() if not c.passed]
+    assert not failed, failed
+    return result
+
+
 @pytest.mark.integration
-def test_data_graph_on_real_files(real_naics, tmp_path):
-    result = materialize_data(tmp_path / "store", real_naics)
-    desc = pq.read_table(tmp_path / "store" / "naics_descriptions.parquet")
-    assert desc.num_rows == 2125
+def test_everything_on_real_files(real_naics, tmp_path):
+    result = materialize_everything(tmp_path / "store", real_naics)
+    assert pq.read_table(tmp_path / "store" / "naics_descriptions.parquet").num_rows == 2125
     meta = metadata(result, "naics_triplets")
     assert meta["dagster/row_count"].value == 976_051_440
     assert "| 8 | Exclusions | 28,449 |" in meta["hardness_table"].value
     assert metadata(result, "naics_descriptions")["exclusions_source"].value.startswith("description text")
+    assert metadata(result, "sampling_index_03_stage_hard")["pairs"].value == 544_206
+    for stage in ("stage_1", "stage_2", "stage_3"):
+        assert "| Spearman |" in metadata(result, stage)["metrics"].value
+    assert metadata(result, "stage_2")["initialised_from"].value.endswith("stage_1/model.pt")
+    assert metadata(result, "naics_embeddings")["dagster/row_count"].value == 2125
+    assert "stage_3" in metadata(result, "training_report")["table"].value
+
+    from naics_pipeline.cli import nearest
+    rows = nearest("soybean farming", tmp_path / "store", k=5)
+    assert len(rows) == 5 and all(r["level"] == 6 for r in rows)
 
 
 def test_packaged_default_runs_end_to_end(tmp_path):
-    result = materialize_data(tmp_path / "store", "packaged")
+    result = materialize_everything(tmp_path / "store", "packaged")
     assert metadata(result, "naics_source")["packaged_fallback"].value is True
     assert metadata(result, "naics_descriptions")["dagster/row_count"].value == 2125
+    assert metadata(result, "naics_embeddings")["dagster/row_count"].value == 2125
+
+
+def test_minilm_encoder_runs_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from naics_pipeline.text_encoder import make_encoder
+
+    enc = make_encoder("minilm", device="cpu")
+    vecs = enc.encode(["Soybean farming", "Soy bean growing", "Custom computer programming"])
+    assert vecs.shape == (3, 384)
+    assert vecs[0] @ vecs[1] > vecs[0] @ vecs[2] + 0.2
 
 
 def test_custom_curriculum_yaml_becomes_an_asset(census_dir, tmp_path, monkeypatch):
