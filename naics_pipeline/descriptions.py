@@ -216,3 +216,14 @@ def build_descriptions(src: SourceFiles) -> DescriptionsBuild:
                               else "description text (no cross-references file)"),
     }
     return DescriptionsBuild(table, holdout, stats)
+
+
+def exclusion_pairs(descriptions: pa.Table) -> pa.Table:
+    """(code, excluded) as row indexes into `descriptions`: one row per excluded_codes link."""
+    pos = {c: i for i, c in enumerate(descriptions.column("code").to_pylist())}
+    code, excluded = [], []
+    for i, links in enumerate(descriptions.column("excluded_codes").to_pylist()):
+        for c in links or []:
+            code.append(i)
+            excluded.append(pos[c])
+    return pa.table({"code": pa.array(code, pa.uint16()), "excluded": pa.array(excluded, pa.uint16())})

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from naics_pipeline.curricula import Curriculum
+from naics_pipeline.descriptions import exclusion_pairs
 from naics_pipeline.storage import atomic_path
 
 HARDNESS = range(1, 9)
@@ -54,16 +55,10 @@ def build_index(curriculum: Curriculum, descriptions: pa.Table, distances: Path,
     c = curriculum
     con = duckdb.connect(":memory:")
     con.execute("SET preserve_insertion_order=false")
-    codes = descriptions.select(["index", "level", "sector", "excluded_codes", "code"])
-    pos_of = {code: i for i, code in enumerate(codes.column("code").to_pylist())}
+    codes = descriptions.select(["index", "level", "sector"])
     sectors = sorted(set(codes.column("sector").to_pylist()))
     sector_id = np.array([sectors.index(s) for s in codes.column("sector").to_pylist()], np.uint16)
-    ex_code, ex_excl = [], []
-    for i, lst in enumerate(codes.column("excluded_codes").to_pylist()):
-        for e in lst or []:
-            ex_code.append(i)
-            ex_excl.append(pos_of[e])
-    exclusions = pa.table({"code": pa.array(ex_code, pa.uint16()), "excluded": pa.array(ex_excl, pa.uint16())})
+    exclusions = exclusion_pairs(descriptions)
     con.register("codes", pa.table({"idx": codes.column("index"), "level": codes.column("level")}))
     con.register("excl", exclusions)
     con.execute(f"CREATE TEMP TABLE dist AS SELECT a, b, (distance * 2)::UTINYINT AS d2, unrelated "

@@ -18,6 +18,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from naics_pipeline.descriptions import exclusion_pairs
 from naics_pipeline.storage import atomic_path
 
 # The guide's reference table (its 263M-triplet dataset), shown next to our measured counts.
@@ -51,14 +52,7 @@ class TripletBuild:
 
 
 def _register(con: duckdb.DuckDBPyConnection, distances: pa.Table, descriptions: pa.Table) -> None:
-    codes = descriptions.column("code").to_pylist()
-    pos = {c: i for i, c in enumerate(codes)}
-    xs, ns = [], []
-    for i, excluded in enumerate(descriptions.column("excluded_codes").to_pylist()):
-        for c in excluded or []:
-            xs.append(i)
-            ns.append(pos[c])
-    excl = pa.table({"x": pa.array(xs, pa.uint16()), "n": pa.array(ns, pa.uint16())})
+    excl = exclusion_pairs(descriptions).rename_columns(["x", "n"])
     con.register("dist_arrow", distances.select(["a", "b", "distance", "unrelated"]))
     con.register("excl", excl)
     # d2 = 2 * distance; ex_a: b is in a's excluded_codes.
