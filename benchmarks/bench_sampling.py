@@ -44,8 +44,12 @@ def main() -> None:
         build_s = time.perf_counter() - t
         total += build_s
         sampler = Sampler(SamplingIndex(layout.sampling_index(name)), batch_size=4096)
+        for batch in sampler.epoch(10_000):   # warm-up epoch, not timed
+            pass
+        # At least 1M samples, so small indexes are timed over many epochs, not one batch.
+        epochs = max(args.epochs, -(-1_000_000 // len(sampler.index)))
         t, n = time.perf_counter(), 0
-        for epoch in range(args.epochs):
+        for epoch in range(epochs):
             for batch in sampler.epoch(epoch):
                 n += len(batch.anchor)
         rate = n / (time.perf_counter() - t)
