@@ -55,6 +55,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--temperature", type=float, default=0.1)
     ap.add_argument("--embedding-dim", type=int, default=32)
+    ap.add_argument("--no-radius-by-level", action="store_true")
     ap.add_argument("--out", default=None, help="write the per-stage results as JSON here")
     args = ap.parse_args()
     if args.prepare:
@@ -70,7 +71,8 @@ def main() -> None:
                           devices=devices, strategy=args.strategy, batch_size=args.batch_size,
                           learning_rate=args.lr, progress_bar=False,
                           gpu_epoch_multiplier=1)
-        mcfg = ModelConfig(temperature=args.temperature, embedding_dim=args.embedding_dim)
+        mcfg = ModelConfig(temperature=args.temperature, embedding_dim=args.embedding_dim,
+                           radius_by_level=not args.no_radius_by_level)
         r = train_stage(stage.name, layout.sampling_index(stage.curriculum.name), emb, desc,
                         layout.stage_dir(stage.name), mcfg, cfg, init_from=prev)
         prev = r.model_path

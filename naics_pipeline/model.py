@@ -28,13 +28,18 @@ class ModelConfig:
     temperature: float = 0.1
     load_balancing_coef: float = 0.01   # the guide's troubleshooting: raise to 0.02 on collapse
     dropout: float = 0.0
+    # Tangent norm (distance from the origin) set by the code's level through a learned increasing
+    # radius per level; the MoE output sets only the direction. Trees embed in hyperbolic space this
+    # way (deeper = farther out), and it orders cross-sector pairs by depth, which no hardness-1
+    # negative teaches. False: the MoE output is the tangent vector as is.
+    radius_by_level: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 # ---------------------------------------------------------------------------------------------
-# Lorentz model helpers (computed in float32: cosh/arcosh lose everything in bf16)
+# Lorentz model helpers (run in float64 by the model: cosh/arcosh lose everything in bf16)
 
 def lorentz_inner(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return -x[..., 0] * y[..., 0] + (x[..., 1:] * y[..., 1:]).sum(-1)
@@ -112,13 +117,23 @@ class NaicsEmbedder(nn.Module):
         in_dim = cfg.channels * cfg.text_dim + cfg.channels + N_LEVELS
         self.norm = nn.LayerNorm(in_dim)
         self.moe = MoEFusion(in_dim, cfg.hidden_dim, cfg.embedding_dim, cfg.num_experts, cfg.top_k, cfg.dropout)
+        # softplus(0.55) ~= 1: levels start one unit of radius apart.
+        self.radius_steps = nn.Parameter(torch.full((N_LEVELS,), 0.55)) if cfg.radius_by_level else None
+
+    def level_radius(self, level: torch.Tensor) -> torch.Tensor:
+        return torch.cumsum(F.softplus(self.radius_steps), dim=0)[level - 2]
 
     def forward(self, channels: torch.Tensor, present: torch.Tensor, level: torch.Tensor):
         """channels (N, 4, D), present (N, 4) bool, level (N,) in 2..6 -> points (N, d+1), lb, usage."""
         x = torch.cat([channels.flatten(1), present.float(), F.one_hot(level - 2, N_LEVELS).float()], dim=-1)
         tangent, lb, usage = self.moe(self.norm(x))
         with torch.autocast(device_type=tangent.device.type, enabled=False):
-            points = expmap0(tangent.float(), self.cfg.curvature)
+            # float64: coordinates grow like e^radius, and float32 cancellation in <x, y>_L spoils
+            # distances between nearby points far from the origin (2,125 points: cheap either way).
+            tangent = tangent.double()
+            if self.radius_steps is not None:
+                tangent = F.normalize(tangent, dim=-1) * self.level_radius(level).double().unsqueeze(-1)
+            points = expmap0(tangent, self.cfg.curvature)
         return points, lb, usage
 
 

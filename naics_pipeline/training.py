@@ -236,7 +236,7 @@ def embed_all(model: NaicsEmbedder, emb: TextEmbeddings, levels: np.ndarray) -> 
     dev = next(model.parameters()).device
     points, lb, usage = model(torch.as_tensor(emb.channels, device=dev), torch.as_tensor(emb.present, device=dev),
                               torch.as_tensor(levels, dtype=torch.long, device=dev))
-    return points.float().cpu().numpy(), {"load_balancing_loss": float(lb), "expert_usage": usage.cpu().tolist()}
+    return points.cpu().numpy(), {"load_balancing_loss": float(lb), "expert_usage": usage.cpu().tolist()}
 
 
 @torch.no_grad()
@@ -244,7 +244,7 @@ def embed_queries(model: NaicsEmbedder, channels: np.ndarray, present: np.ndarra
     dev = next(model.parameters()).device
     levels = torch.full((len(channels),), level, dtype=torch.long, device=dev)
     points, _, _ = model(torch.as_tensor(channels, device=dev), torch.as_tensor(present, device=dev), levels)
-    return points.float().cpu().numpy()
+    return points.cpu().numpy()
 
 
 def train_stage(stage: str, index_dir: Path, embeddings: TextEmbeddings, descriptions: pa.Table, out_dir: Path,

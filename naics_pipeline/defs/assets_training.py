@@ -125,7 +125,7 @@ def _embeddings_asset(final: Stage) -> dg.AssetsDefinition:
         points, _ = embed_all(model, TextEmbeddings.load(layout.text_embeddings),
                               desc.column("level").to_numpy().astype("int64"))
         table = pa.table({"code": desc.column("code"), "level": desc.column("level"), "title": desc.column("title"),
-                          "coordinates": pa.array(points.tolist(), pa.list_(pa.float32()))})
+                          "coordinates": pa.array(points.tolist(), pa.list_(pa.float64()))})
         write_parquet(table, layout.embeddings)
         write_catalog(layout.root, layout.tables())
         return dg.MaterializeResult(metadata={"dagster/row_count": table.num_rows, "stage": final.name,
