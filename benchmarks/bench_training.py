@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=0.1)
     ap.add_argument("--embedding-dim", type=int, default=32)
     ap.add_argument("--no-radius-by-level", action="store_true")
+    ap.add_argument("--curricula", default=str(REPO_ROOT / "curricula"), help="folder with stages.yaml")
     ap.add_argument("--out", default=None, help="write the per-stage results as JSON here")
     args = ap.parse_args()
     if args.prepare:
@@ -66,7 +67,7 @@ def main() -> None:
     emb = TextEmbeddings.load(layout.text_embeddings)
     devices = int(args.devices) if args.devices.isdigit() else args.devices
     prev, rows, t_all = None, [], time.perf_counter()
-    for stage in load_plan(REPO_ROOT / "curricula"):
+    for stage in load_plan(Path(args.curricula)):
         cfg = TrainConfig(epochs=max(1, round(stage.epochs * args.epochs_scale)), accelerator=args.accelerator,
                           devices=devices, strategy=args.strategy, batch_size=args.batch_size,
                           learning_rate=args.lr, progress_bar=False,
