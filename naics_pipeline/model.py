@@ -59,11 +59,6 @@ def lorentz_distance(x: torch.Tensor, y: torch.Tensor, c: float) -> torch.Tensor
     return torch.acosh(arg) / c ** 0.5
 
 
-def pairwise_lorentz_distance(x: torch.Tensor, y: torch.Tensor, c: float) -> torch.Tensor:
-    inner = -x[:, :1] @ y[:, :1].T + x[:, 1:] @ y[:, 1:].T
-    return torch.acosh((-c * inner).clamp_min(1.0 + 1e-7)) / c ** 0.5
-
-
 # ---------------------------------------------------------------------------------------------
 
 def load_balancing_loss(probs: torch.Tensor, top1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

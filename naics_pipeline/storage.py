@@ -99,14 +99,6 @@ def write_parquet(table: pa.Table, target: Path, **kwargs) -> Path:
     return target
 
 
-def copy_query_to_parquet(con, query: str, target: Path,
-                          options: str = "COMPRESSION zstd") -> Path:
-    """Run `query` in DuckDB and write its result atomically to `target` (a .parquet file)."""
-    with atomic_path(target) as tmp:
-        con.execute(f"COPY ({query}) TO '{tmp}' (FORMAT parquet, {options})")
-    return target
-
-
 def connect(threads: int | None = None):
     import duckdb  # lazily: the training machine reads Parquet with pyarrow and has no duckdb
 
