@@ -12,6 +12,7 @@ Drawing K negatives for a pair is O(K): a few array lookups, vectorized over a b
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -78,11 +79,10 @@ def build_index(curriculum: Curriculum, descriptions: pa.Table, distances: Path,
     # In-sector candidates of every hardness 2..7 (fallback may reach levels the curriculum did not
     # ask for), without the anchor's own exclusions (those are hardness 8).
     cand = con.sql(f"""
-        SELECT g.grp, ({_hardness_sql()})::UTINYINT AS h, n.b AS negative
-        FROM groups g JOIN dist n ON n.a = g.anchor AND n.d2 > g.d2
-        CROSS JOIN (SELECT g.d2) p
-        WHERE NOT EXISTS (SELECT 1 FROM excl e WHERE e.code = g.anchor AND e.excluded = n.b)
-        ORDER BY g.grp, h, negative""").to_arrow_table()
+        SELECT p.grp, ({_hardness_sql()})::UTINYINT AS h, n.b AS negative
+        FROM groups p JOIN dist n ON n.a = p.anchor AND n.d2 > p.d2
+        WHERE NOT EXISTS (SELECT 1 FROM excl e WHERE e.code = p.anchor AND e.excluded = n.b)
+        ORDER BY p.grp, h, negative""").to_arrow_table()
     n_groups = con.execute("SELECT count(*) FROM groups").fetchall()[0][0]
     grp, h = cand.column("grp").to_numpy(), cand.column("h").to_numpy()
     offsets = np.zeros((n_groups, 7), np.int64)  # start of h=2..7, then the end
@@ -196,6 +196,15 @@ class SamplingIndex:
         out[:, 8] = len(self.group_negatives) + self.x8_start[pids]
         return out
 
+    @functools.cached_property
+    def plan(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per pair, computed once and shared by every Sampler over this index: draws per hardness
+        after fallback (P, 9), candidates per hardness as float (P, 9), bucket starts in `flat` (P, 9)."""
+        all_ids = np.arange(len(self))
+        avail = self.available(all_ids)
+        take = fallback_takes(self.allocation, avail).astype(np.int32)
+        return take, avail.astype(np.float64), self.bases(all_ids).astype(np.int32)
+
     def candidate_totals(self) -> dict[int, int]:
         avail = self.available(np.arange(len(self)))
         return {h: int(avail[:, h].sum()) for h in HARDNESS}
@@ -230,12 +239,8 @@ class Sampler:
         self.pair_ids = np.arange(len(index)) if pair_ids is None else np.asarray(pair_ids)
         self.fallback_pairs = np.zeros(9, np.int64)   # pairs whose bucket h came up short
         self.shortfall = np.zeros(9, np.int64)        # negatives moved away from bucket h
-        # Everything that depends on the pair alone is computed once, not per batch.
-        all_ids = np.arange(len(index))
-        avail = index.available(all_ids)
-        self._take = fallback_takes(index.allocation, avail).astype(np.int32)
-        self._avail = avail.astype(np.float64)  # used only as a float in the stratified draw
-        self._base = index.bases(all_ids).astype(np.int32)
+        # Everything that depends on the pair alone is computed once per index, not per batch.
+        self._take, self._avail, self._base = index.plan
 
     def __len__(self) -> int:
         return -(-len(self.pair_ids) // self.batch_size)

@@ -103,20 +103,19 @@ class PairBatches(IterableDataset):
             return torch.distributed.get_rank(), torch.distributed.get_world_size()
         return 0, 1
 
-    def _shard(self, rng) -> np.ndarray:
-        rank, world = self._rank_world()
-        ids = self.pair_ids[rng.permutation(len(self.pair_ids))] if self.shuffle else self.pair_ids
-        per_rank = len(ids) // world
-        if self.max_pairs:
-            per_rank = min(per_rank, max(self.max_pairs // world, 1))
-        return ids[rank::world][:per_rank]
-
-    def __len__(self) -> int:
-        rank, world = self._rank_world()
+    def _per_rank(self, world: int) -> int:
         per_rank = len(self.pair_ids) // world
         if self.max_pairs:
             per_rank = min(per_rank, max(self.max_pairs // world, 1))
-        return math.ceil(per_rank / self.batch_size)
+        return per_rank
+
+    def _shard(self, rng) -> np.ndarray:
+        rank, world = self._rank_world()
+        ids = self.pair_ids[rng.permutation(len(self.pair_ids))] if self.shuffle else self.pair_ids
+        return ids[rank::world][:self._per_rank(world)]
+
+    def __len__(self) -> int:
+        return math.ceil(self._per_rank(self._rank_world()[1]) / self.batch_size)
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch if self.shuffle else 0])
@@ -130,6 +129,10 @@ class PairBatches(IterableDataset):
 # ---------------------------------------------------------------------------------------------
 # Lightning module
 
+def _mean(values: list[torch.Tensor]) -> float:
+    return float(torch.stack([v.float() for v in values]).mean())
+
+
 class NaicsContrastive(L.LightningModule):
     def __init__(self, model_cfg: dict, learning_rate: float, weight_decay: float, warmup_fraction: float,
                  channels: np.ndarray, present: np.ndarray, levels: np.ndarray):
@@ -141,7 +144,7 @@ class NaicsContrastive(L.LightningModule):
         self.register_buffer("present", torch.as_tensor(present), persistent=False)
         self.register_buffer("levels", torch.as_tensor(levels, dtype=torch.long), persistent=False)
         self.history: list[dict] = []
-        self._epoch_sums: dict[str, list[float]] = {}
+        self._epoch_sums: dict[str, list[torch.Tensor]] = {}
 
     def all_points(self):
         return self.model(self.channels, self.present, self.levels)
@@ -155,8 +158,9 @@ class NaicsContrastive(L.LightningModule):
         bs = len(batch["anchor"])
         self.log(f"{stage}_loss", nce, prog_bar=True, batch_size=bs, sync_dist=stage == "val")
         self.log(f"{stage}_load_balancing_loss", lb, batch_size=bs, sync_dist=stage == "val")
-        self._epoch_sums.setdefault(f"{stage}_loss", []).append(float(nce.detach()))
-        self._epoch_sums.setdefault(f"{stage}_load_balancing_loss", []).append(float(lb.detach()))
+        # Detached tensors, reduced once per epoch: float() here would sync the GPU every step.
+        self._epoch_sums.setdefault(f"{stage}_loss", []).append(nce.detach())
+        self._epoch_sums.setdefault(f"{stage}_load_balancing_loss", []).append(lb.detach())
         return loss
 
     def training_step(self, batch, batch_idx):
@@ -173,12 +177,12 @@ class NaicsContrastive(L.LightningModule):
 
     def on_validation_epoch_end(self):
         # Validation runs inside the training epoch, before on_train_epoch_end: keep its means apart.
-        self._val_means = {k: float(np.mean(v)) for k, v in self._epoch_sums.items() if k.startswith("val") and v}
+        self._val_means = {k: _mean(v) for k, v in self._epoch_sums.items() if k.startswith("val") and v}
         self._epoch_sums = {k: v for k, v in self._epoch_sums.items() if not k.startswith("val")}
 
     def record_epoch(self):
         row = {"epoch": self.current_epoch}
-        row.update({k: float(np.mean(v)) for k, v in self._epoch_sums.items() if v})
+        row.update({k: _mean(v) for k, v in self._epoch_sums.items() if v})
         row.update(getattr(self, "_val_means", {}))
         self.history.append(row)
         self._epoch_sums, self._val_means = {}, {}
