@@ -15,7 +15,8 @@ from naics_pipeline.settings import storage_root
 
 def nearest(text: str, root: Path, k: int = 10, level: int | None = 6, stage: str | None = None,
             encoder_name: str | None = None) -> list[dict]:
-    from naics_pipeline.text_encoder import TextEmbeddings, make_encoder, query_features
+    from naics_pipeline.evaluation import lorentz_distances
+    from naics_pipeline.text_encoder import make_encoder, query_features
     from naics_pipeline.training import embed_queries, load_model
 
     layout = Layout(Path(root))
@@ -27,13 +28,11 @@ def nearest(text: str, root: Path, k: int = 10, level: int | None = 6, stage: st
     table = pq.read_table(layout.embeddings) if layout.embeddings.is_file() else None
     if table is None:
         raise SystemExit(f"no {layout.embeddings}: materialize naics_embeddings first")
-    encoder = make_encoder(encoder_name or TextEmbeddings.load(layout.text_embeddings).encoder)
+    encoder = make_encoder(encoder_name or blob["encoder"])
     channels, present = query_features(encoder, [text])
-    q = embed_queries(model, channels, present, level or 6)[0].astype(np.float64)
+    query = embed_queries(model, channels, present, level or 6)
     points = np.array(table.column("coordinates").to_pylist(), np.float64)
-    c = blob["model_config"]["curvature"]
-    inner = -q[0] * points[:, 0] + points[:, 1:] @ q[1:]
-    dist = np.arccosh(np.maximum(-c * inner, 1.0)) / np.sqrt(c)
+    dist = lorentz_distances(query, points, blob["model_config"]["curvature"])[0]
     levels = table.column("level").to_numpy()
     order = [i for i in np.argsort(dist) if level is None or levels[i] == level][:k]
     codes, titles = table.column("code").to_pylist(), table.column("title").to_pylist()

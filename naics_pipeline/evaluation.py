@@ -31,10 +31,15 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return pearson(rankdata(x), rankdata(y))
 
 
-def lorentz_pairwise(points: np.ndarray, c: float) -> np.ndarray:
-    p = points.astype(np.float64)
-    inner = -np.outer(p[:, 0], p[:, 0]) + p[:, 1:] @ p[:, 1:].T
+def lorentz_distances(x: np.ndarray, y: np.ndarray, c: float) -> np.ndarray:
+    """(len(x), len(y)) Lorentz distances between two sets of hyperboloid points."""
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    inner = -np.outer(x[:, 0], y[:, 0]) + x[:, 1:] @ y[:, 1:].T
     return np.arccosh(np.maximum(-c * inner, 1.0)) / np.sqrt(c)
+
+
+def lorentz_pairwise(points: np.ndarray, c: float) -> np.ndarray:
+    return lorentz_distances(points, points, c)
 
 
 def ndcg_at_k(emb: np.ndarray, tree: np.ndarray, k: int = NDCG_K) -> float:
@@ -122,11 +127,7 @@ def retrieval_accuracy(query_points: np.ndarray, query_codes: list[str], points:
     codes = np.array(descriptions.column("code").to_pylist())
     sectors = np.array(descriptions.column("sector").to_pylist())
     six = np.nonzero(descriptions.column("level").to_numpy() == 6)[0]
-    q = query_points.astype(np.float64)
-    cand = points[six].astype(np.float64)
-    inner = -np.outer(q[:, 0], cand[:, 0]) + q[:, 1:] @ cand[:, 1:].T
-    # d = arccosh(-c <x, y>_L) grows with -<x, y>_L: the nearest codes have the smallest -inner.
-    top5 = six[np.argsort(-inner, axis=1)[:, :5]]
+    top5 = six[np.argsort(lorentz_distances(query_points, points[six], c), axis=1)[:, :5]]
     truth = np.array(query_codes)
     sector_of = dict(zip(codes, sectors))
     true_sector = np.array([sector_of[t] for t in truth])

@@ -323,7 +323,8 @@ def train_stage(stage: str, index_dir: Path, embeddings: TextEmbeddings, descrip
         with atomic_path(model_path) as tmp:
             torch.save({"state_dict": model.state_dict(), "model_config": model_cfg.to_dict(),
                         "train_config": asdict(cfg), "stage": stage, "metrics": metrics,
-                        "history": module.history, "codes": embeddings.codes}, tmp)
+                        "history": module.history, "codes": embeddings.codes,
+                        "encoder": embeddings.encoder}, tmp)
         (out_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, "history": module.history},
                                                          indent=2, default=float))
         run_file.write_text(json.dumps({"fingerprint": fingerprint, "stage": stage, "complete": True}))
