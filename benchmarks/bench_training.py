@@ -56,6 +56,11 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=0.1)
     ap.add_argument("--embedding-dim", type=int, default=32)
     ap.add_argument("--no-radius-by-level", action="store_true")
+    ap.add_argument("--exclusion-weight", type=float, default=TrainConfig.exclusion_weight)
+    ap.add_argument("--exclusion-margin", type=float, default=TrainConfig.exclusion_margin)
+    ap.add_argument("--stages", default=None, help="comma-separated stage names to train (default: all)")
+    ap.add_argument("--init-from", default=None, help="model.pt the first trained stage starts from")
+    ap.add_argument("--run-name", default=None, help="train into ROOT/runs/NAME instead of ROOT")
     ap.add_argument("--curricula", default=str(REPO_ROOT / "curricula"), help="folder with stages.yaml")
     ap.add_argument("--out", default=None, help="write the per-stage results as JSON here")
     args = ap.parse_args()
@@ -66,16 +71,20 @@ def main() -> None:
     desc = pq.read_table(layout.descriptions)
     emb = TextEmbeddings.load(layout.text_embeddings)
     devices = int(args.devices) if args.devices.isdigit() else args.devices
-    prev, rows, t_all = None, [], time.perf_counter()
+    out = Layout(layout.root / "runs" / args.run_name) if args.run_name else layout
+    wanted = set(args.stages.split(",")) if args.stages else None
+    prev, rows, t_all = Path(args.init_from) if args.init_from else None, [], time.perf_counter()
     for stage in load_plan(Path(args.curricula)):
+        if wanted is not None and stage.name not in wanted:
+            continue
         cfg = TrainConfig(epochs=max(1, round(stage.epochs * args.epochs_scale)), accelerator=args.accelerator,
                           devices=devices, strategy=args.strategy, batch_size=args.batch_size,
-                          learning_rate=args.lr, progress_bar=False,
-                          gpu_epoch_multiplier=1)
+                          learning_rate=args.lr, progress_bar=False, gpu_epoch_multiplier=1,
+                          exclusion_weight=args.exclusion_weight, exclusion_margin=args.exclusion_margin)
         mcfg = ModelConfig(temperature=args.temperature, embedding_dim=args.embedding_dim,
                            radius_by_level=not args.no_radius_by_level)
         r = train_stage(stage.name, layout.sampling_index(stage.curriculum.name), emb, desc,
-                        layout.stage_dir(stage.name), mcfg, cfg, init_from=prev)
+                        out.stage_dir(stage.name), mcfg, cfg, init_from=prev)
         prev = r.model_path
         if r.metrics:
             rows.append({"stage": stage.name, "epochs": cfg.epochs, **r.metrics})

@@ -69,11 +69,22 @@ def exclusion_sentences(description: str) -> str:
     return " ".join(keep)
 
 
+def is_lineal(a: str, b: str) -> bool:
+    """True when one code is the other or an ancestor of it (31 and 334, 111 and 11199)."""
+    short, long = sorted((a, b), key=len)
+    while long is not None and len(long) > len(short):
+        long = parent_of(long)
+    return long == short
+
+
 def codes_in_text(text: str, valid: set[str], own: str) -> list[str]:
+    """Codes the text sends activities to. A reference into the code's own lineage ("electronic
+    components are classified in Subsector 334" under 31) says where inside the tree an activity
+    goes, not that it is excluded, so it is left out."""
     found = []
     for token in _CODE_TOKEN.findall(text):
         code = normalize_code(token)
-        if code in valid and code != own and code not in found:
+        if code in valid and not is_lineal(code, own) and code not in found:
             found.append(code)
     return found
 

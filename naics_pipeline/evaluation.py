@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from naics_pipeline.descriptions import exclusion_pairs
 from naics_pipeline.distances import distance_matrix, tree_arrays
 
 NDCG_K = 10
@@ -78,7 +79,7 @@ def evaluate_distances(emb: np.ndarray, descriptions: pa.Table) -> dict:
         "ndcg_at_10": ndcg_at_k(emb, tree),
         "mean_distortion": float(np.mean(np.abs(te / scale - tt) / tt)),
         "parent_retrieval_accuracy": _parent_accuracy(emb, levels, parents, pos),
-        "exclusion_separation": _exclusion_separation(emb, descriptions, pos, parents),
+        "exclusion_separation": _exclusion_separation(emb, descriptions),
         "pairs": int(len(tt)),
     }
 
@@ -96,27 +97,39 @@ def _parent_accuracy(emb, levels, parents, pos) -> float:
     return hits / total if total else 0.0
 
 
-def _exclusion_separation(emb, descriptions, pos, parents) -> float | None:
-    """Share of (code, excluded code) pairs farther apart than the code is from its siblings on
-    average (from its parent, for a code without siblings)."""
+def exclusion_references(descriptions: pa.Table) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+    """Exclusion links (code, excluded) as row indexes, each with the codes its distance is compared
+    with: the code's siblings that it does not exclude, or its parent when there are none (a code
+    whose only sibling is the excluded one). A sector without such siblings is dropped."""
+    parents = descriptions.column("parent").to_pylist()
+    pos = {code: i for i, code in enumerate(descriptions.column("code").to_pylist())}
     children: dict = {}
     for i, p in enumerate(parents):
         children.setdefault(p, []).append(i)
-    wins, total = 0, 0
-    for i, excluded in enumerate(descriptions.column("excluded_codes").to_pylist()):
-        if not excluded:
-            continue
-        siblings = [s for s in children.get(parents[i], []) if s != i]
-        if siblings:
-            reference = emb[i, siblings].mean()
-        elif parents[i] is not None:
-            reference = emb[i, pos[parents[i]]]
-        else:
-            continue
-        for code in excluded:
-            wins += emb[i, pos[code]] > reference
-            total += 1
-    return float(wins / total) if total else None
+    links = exclusion_pairs(descriptions)
+    pairs = list(zip(links.column("code").to_pylist(), links.column("excluded").to_pylist()))
+    excludes: dict = {}
+    for i, j in pairs:
+        excludes.setdefault(i, set()).add(j)
+    code, excluded, refs = [], [], []
+    for i, j in pairs:
+        siblings = [s for s in children.get(parents[i], []) if s != i and s not in excludes[i]]
+        ref = siblings or ([pos[parents[i]]] if parents[i] is not None else [])
+        if ref:
+            code.append(i)
+            excluded.append(j)
+            refs.append(ref)
+    return np.array(code, np.int64), np.array(excluded, np.int64), refs
+
+
+def _exclusion_separation(emb, descriptions) -> float | None:
+    """Share of (code, excluded code) pairs farther apart than the code is from its other siblings on
+    average (from its parent, for a code without other siblings)."""
+    code, excluded, refs = exclusion_references(descriptions)
+    if not len(code):
+        return None
+    wins = [emb[i, j] > emb[i, ref].mean() for i, j, ref in zip(code, excluded, refs)]
+    return float(np.mean(wins))
 
 
 def retrieval_accuracy(query_points: np.ndarray, query_codes: list[str], points: np.ndarray,

@@ -140,3 +140,15 @@ def info_nce(points: torch.Tensor, anchor: torch.Tensor, positive: torch.Tensor,
     logits = -lorentz_distance(a, others, c) / temperature
     target = torch.zeros(len(anchor), dtype=torch.long, device=points.device)
     return F.cross_entropy(logits, target)
+
+
+def exclusion_hinge(points: torch.Tensor, code: torch.Tensor, excluded: torch.Tensor, ref: torch.Tensor,
+                    mask: torch.Tensor, c: float, margin: float) -> torch.Tensor:
+    """Mean of relu(1 + margin - d(code, excluded) / r) over exclusion links, with r the code's mean
+    distance to its reference codes (siblings, else parent). r is detached: the hinge moves the
+    excluded pair apart instead of pulling the siblings together, which would bend the tree."""
+    a = points[code]
+    d = lorentz_distance(a, points[excluded], c)
+    to_ref = lorentz_distance(a.unsqueeze(1), points[ref], c)
+    r = (to_ref * mask).sum(1) / mask.sum(1)
+    return F.relu(1.0 + margin - d / r.detach().clamp_min(1e-6)).mean()

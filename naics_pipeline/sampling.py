@@ -27,7 +27,7 @@ from naics_pipeline.descriptions import exclusion_pairs
 from naics_pipeline.storage import atomic_path
 
 HARDNESS = range(1, 9)
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: exclusion links are never positives
 
 
 class SamplingError(ValueError):
@@ -72,7 +72,10 @@ def build_index(curriculum: Curriculum, descriptions: pa.Table, distances: Path,
         SELECT d.a AS anchor, d.b AS positive, d.d2 FROM dist d JOIN codes k ON k.idx = d.b
         WHERE k.level IN ({levels})
           AND ({_sql_num(dmin)} IS NULL OR d.d2 > 2 * {_sql_num(dmin)})
-          AND ({_sql_num(dmax)} IS NULL OR d.d2 <= 2 * {_sql_num(dmax)}) {limit}""")
+          AND ({_sql_num(dmax)} IS NULL OR d.d2 <= 2 * {_sql_num(dmax)})
+          -- An exclusion link, either way round, is never a positive: it is hardness 8 material.
+          AND NOT EXISTS (SELECT 1 FROM excl e WHERE (e.code = d.a AND e.excluded = d.b)
+                                                  OR (e.code = d.b AND e.excluded = d.a)) {limit}""")
     con.execute("""CREATE TEMP TABLE groups AS
         SELECT (row_number() OVER (ORDER BY anchor, d2) - 1)::INT AS grp, anchor, d2
         FROM (SELECT DISTINCT anchor, d2 FROM pairs0)""")
@@ -170,6 +173,7 @@ class SamplingIndex:
         self.sector_start = np.concatenate([[0], np.cumsum(counts)[:-1]])[sector[self.anchor]]
         self.sector_size = counts[sector[self.anchor]]
         ex = pq.read_table(folder / "exclusions.parquet")
+        self.exclusions = {k: ex.column(k).to_numpy().astype(np.int64) for k in ("code", "excluded")}
         self.exclusion_keys = np.sort(ex.column("code").to_numpy().astype(np.int64) * self.n_codes
                                       + ex.column("excluded").to_numpy())
         has_exclusions = np.zeros(self.n_codes, bool)

@@ -20,8 +20,8 @@ import pyarrow as pa
 import torch
 from torch.utils.data import IterableDataset
 
-from naics_pipeline.evaluation import evaluate_embeddings, retrieval_accuracy
-from naics_pipeline.model import ModelConfig, NaicsEmbedder, info_nce
+from naics_pipeline.evaluation import evaluate_embeddings, exclusion_references, retrieval_accuracy
+from naics_pipeline.model import ModelConfig, NaicsEmbedder, exclusion_hinge, info_nce
 from naics_pipeline.sampling import Sampler, SamplingIndex
 from naics_pipeline.storage import atomic_path
 from naics_pipeline.text_encoder import TextEmbeddings
@@ -44,6 +44,10 @@ class TrainConfig:
     strategy: str = "auto"
     precision: str | None = None           # None: bf16-mixed on GPU, 32-true on CPU
     gpu_epoch_multiplier: int = 4          # on a GPU each stage runs epochs x this (measured: Spearman 0.853 -> 0.879)
+    # Exclusion hinge, on in stages whose curriculum has bucket 8: an excluded code should sit at least
+    # (1 + margin) x the code's mean sibling distance away. 0 turns it off.
+    exclusion_weight: float = 1.0
+    exclusion_margin: float = 0.1
     progress_bar: bool = True
 
     def resolved(self, on_gpu: bool) -> "TrainConfig":
@@ -133,16 +137,32 @@ def _mean(values: list[torch.Tensor]) -> float:
     return float(torch.stack([v.float() for v in values]).mean())
 
 
+def exclusion_tensors(descriptions: pa.Table) -> dict[str, np.ndarray]:
+    """Exclusion links with their reference codes padded into a matrix (mask marks the real ones)."""
+    code, excluded, refs = exclusion_references(descriptions)
+    width = max((len(r) for r in refs), default=1)
+    ref = np.zeros((len(refs), width), np.int64)
+    mask = np.zeros((len(refs), width), bool)
+    for i, r in enumerate(refs):
+        ref[i, :len(r)], mask[i, :len(r)] = r, True
+    return {"ex_code": code, "ex_excluded": excluded, "ex_ref": ref, "ex_mask": mask}
+
+
 class NaicsContrastive(L.LightningModule):
     def __init__(self, model_cfg: dict, learning_rate: float, weight_decay: float, warmup_fraction: float,
-                 channels: np.ndarray, present: np.ndarray, levels: np.ndarray):
+                 channels: np.ndarray, present: np.ndarray, levels: np.ndarray,
+                 exclusions: dict[str, np.ndarray] | None = None, exclusion_weight: float = 0.0,
+                 exclusion_margin: float = 0.1):
         super().__init__()
-        self.save_hyperparameters(ignore=["channels", "present", "levels"])
+        self.save_hyperparameters(ignore=["channels", "present", "levels", "exclusions"])
         self.cfg = ModelConfig(**model_cfg)
         self.model = NaicsEmbedder(self.cfg)
         self.register_buffer("channels", torch.as_tensor(channels, dtype=torch.float32), persistent=False)
         self.register_buffer("present", torch.as_tensor(present), persistent=False)
         self.register_buffer("levels", torch.as_tensor(levels, dtype=torch.long), persistent=False)
+        self.use_exclusions = bool(exclusions) and exclusion_weight > 0 and len(exclusions["ex_code"]) > 0
+        for name, value in (exclusions or {}).items():
+            self.register_buffer(name, torch.as_tensor(value), persistent=False)
         self.history: list[dict] = []
         self._epoch_sums: dict[str, list[torch.Tensor]] = {}
 
@@ -156,6 +176,12 @@ class NaicsContrastive(L.LightningModule):
                        self.cfg.curvature, self.cfg.temperature)
         loss = nce + self.cfg.load_balancing_coef * lb
         bs = len(batch["anchor"])
+        if stage == "train" and self.use_exclusions:
+            ex = exclusion_hinge(points, self.ex_code, self.ex_excluded, self.ex_ref, self.ex_mask,
+                                 self.cfg.curvature, self.hparams.exclusion_margin)
+            loss = loss + self.hparams.exclusion_weight * ex
+            self.log("train_exclusion_loss", ex, batch_size=bs)
+            self._epoch_sums.setdefault("train_exclusion_loss", []).append(ex.detach())
         self.log(f"{stage}_loss", nce, prog_bar=True, batch_size=bs, sync_dist=stage == "val")
         self.log(f"{stage}_load_balancing_loss", lb, batch_size=bs, sync_dist=stage == "val")
         # Detached tensors, reduced once per epoch: float() here would sync the GPU every step.
@@ -276,8 +302,12 @@ def train_stage(stage: str, index_dir: Path, embeddings: TextEmbeddings, descrip
     run_file.write_text(json.dumps({"fingerprint": fingerprint, "stage": stage, "complete": False}))
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    # The guide keeps exclusions out of early stages: the hinge follows the curriculum's bucket 8.
+    with_exclusions = 8 in index.meta["curriculum"]["difficulty_buckets"] and cfg.exclusion_weight > 0
     module = NaicsContrastive(model_cfg.to_dict(), cfg.learning_rate, cfg.weight_decay, cfg.warmup_fraction,
-                              embeddings.channels, embeddings.present, levels)
+                              embeddings.channels, embeddings.present, levels,
+                              exclusion_tensors(descriptions) if with_exclusions else None,
+                              cfg.exclusion_weight, cfg.exclusion_margin)
     if init_from is not None and not resume:
         prev, _ = load_model(init_from)
         module.model.load_state_dict(prev.state_dict())
@@ -294,7 +324,7 @@ def train_stage(stage: str, index_dir: Path, embeddings: TextEmbeddings, descrip
         enable_progress_bar=cfg.progress_bar, num_sanity_val_steps=0, log_every_n_steps=10,
         enable_model_summary=False, deterministic=False)
     log(f"{stage}: {len(train_ids):,} train / {len(val_ids):,} val pairs, batch {cfg.batch_size}, "
-        f"{cfg.epochs} epochs, precision {cfg.precision}, resume={resume}")
+        f"{cfg.epochs} epochs, precision {cfg.precision}, exclusion hinge={module.use_exclusions}, resume={resume}")
     trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(train_data, batch_size=None),
                 val_dataloaders=torch.utils.data.DataLoader(val_data, batch_size=None) if val_data else None,
                 ckpt_path=str(last) if resume else None)

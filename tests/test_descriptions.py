@@ -1,6 +1,6 @@
 import pyarrow as pa
 
-from naics_pipeline.descriptions import build_descriptions, clean_text, codes_in_text, split_holdout
+from naics_pipeline.descriptions import build_descriptions, clean_text, codes_in_text, is_lineal, split_holdout
 from naics_pipeline.source import fetch_source
 
 
@@ -60,5 +60,14 @@ def test_split_holdout_keeps_one_and_takes_a_fifth():
 def test_clean_text_and_code_parsing():
     assert clean_text("NULL") == ""
     assert clean_text("The Sector as a Whole\n\nText  here.\n\nCross-References. Establishments primarily engaged in--") == "Text here."
-    valid = {"31", "312", "541512"}
-    assert codes_in_text("see Sectors 31-33 and Industry 541512, and 312.", valid, own="312") == ["31", "541512"]
+    valid = {"31", "312", "541512", "22"}
+    assert codes_in_text("see Sectors 31-33 and Industry 541512, and 312.", valid, own="22") == ["31", "541512", "312"]
+    # References into the code's own lineage (its ancestors or descendants) are not exclusions.
+    assert codes_in_text("see Sectors 31-33 and Industry 541512, and 312.", valid, own="312") == ["541512"]
+    assert codes_in_text("components are classified in Subsector 312", valid, own="31") == []
+
+
+def test_is_lineal():
+    assert is_lineal("31", "334") and is_lineal("334111", "31") and is_lineal("111", "11199")
+    assert is_lineal("44", "452") and is_lineal("5415", "5415")
+    assert not is_lineal("111", "112") and not is_lineal("31", "42") and not is_lineal("5415", "54161")

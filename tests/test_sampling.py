@@ -62,7 +62,13 @@ def test_index_candidates_equal_triplet_table(small):
     index = make_index(small, curriculum())
     rows = duckdb.sql(f"""SELECT anchor, positive, negative, hardness FROM
         read_parquet('{small.triplets}/**/*.parquet', hive_partitioning=true) WHERE hardness > 1""").fetchall()
-    assert expand(index) == {tuple(int(v) for v in r) for r in rows}
+    links = {(int(a), int(b)) for a, b in zip(index.exclusions["code"], index.exclusions["excluded"])}
+    links |= {(b, a) for a, b in links}
+    # The index is the triplet table minus the triplets whose positive is an exclusion link.
+    kept = {tuple(int(v) for v in r) for r in rows if (int(r[0]), int(r[1])) not in links}
+    assert len(kept) < len(rows)
+    assert expand(index) == kept
+    assert not links & set(zip(index.anchor.tolist(), index.positive.tolist()))
     h1 = duckdb.sql(f"SELECT count(*) FROM read_parquet('{small.triplets}/hardness=1/*.parquet')").fetchall()[0][0]
     sampler = Sampler(index, batch_size=7, seed=1)
     seen = set()

@@ -13,8 +13,8 @@ from naics_pipeline.curricula import parse_curriculum
 from naics_pipeline.distances import distance_matrix, tree_arrays
 from naics_pipeline.evaluation import evaluate_distances, ndcg_at_k, rankdata, spearman
 from naics_pipeline.layout import Layout
-from naics_pipeline.model import (ModelConfig, NaicsEmbedder, expmap0, info_nce, load_balancing_loss,
-                                  lorentz_distance, lorentz_inner)
+from naics_pipeline.model import (ModelConfig, NaicsEmbedder, exclusion_hinge, expmap0, info_nce,
+                                  load_balancing_loss, lorentz_distance, lorentz_inner)
 from naics_pipeline.sampling import build_index
 from naics_pipeline.text_encoder import build_text_embeddings
 from naics_pipeline.training import TrainConfig, load_model, train_stage
@@ -79,6 +79,19 @@ def test_info_nce_prefers_a_closer_positive():
     assert good < 0.01 < bad
 
 
+def test_exclusion_hinge_pushes_only_unseparated_links():
+    # code 0 at the origin; siblings 1, 2 at distance 1; excluded codes 3 (at 0.5) and 4 (at 3).
+    tangent = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-0.5, 0.0], [0.0, -3.0]], requires_grad=True)
+    points = expmap0(tangent.double(), 1.0)
+    ref, mask = torch.tensor([[1, 2], [1, 2]]), torch.ones(2, 2, dtype=torch.bool)
+    far = exclusion_hinge(points, torch.tensor([0]), torch.tensor([4]), ref[:1], mask[:1], 1.0, 0.1)
+    near = exclusion_hinge(points, torch.tensor([0]), torch.tensor([3]), ref[:1], mask[:1], 1.0, 0.1)
+    assert float(far) == 0.0 and float(near) == pytest.approx(1.1 - 0.5, abs=1e-6)
+    near.backward()
+    assert tangent.grad[3, 0] > 0              # a descent step moves the excluded code away from 0 ...
+    assert tangent.grad[1:3].abs().sum() == 0  # ... and the siblings, the reference, stay put
+
+
 def test_metrics_on_a_known_tree(prepared):
     _, desc, _ = prepared
     tree = distance_matrix(tree_arrays(desc)).astype(np.float64)
@@ -86,10 +99,13 @@ def test_metrics_on_a_known_tree(prepared):
     assert perfect["spearman"] == pytest.approx(1.0) and perfect["pearson"] == pytest.approx(1.0)
     assert perfect["ndcg_at_10"] == pytest.approx(1.0) and perfect["mean_distortion"] == pytest.approx(0.0)
     assert perfect["parent_retrieval_accuracy"] == 1.0
-    # fixture exclusions: 11 -> 54151 (other sector) and 311 -> 312 (sibling): both farther than the
-    # mean sibling distance under tree distance? 11 has siblings 31, 54 at 2; 54151 is at 5 -> yes.
-    # 311's only sibling is 312 itself (mean 2.0, not farther) -> 1 of 2.
-    assert perfect["exclusion_separation"] == pytest.approx(0.5)
+    # fixture exclusions: 11 -> 54151 (other sector; 11's siblings 31, 54 are at 2, 54151 at 5: a win)
+    # and 311 -> 312 (its only sibling, so the reference is the parent 31 at 0.5 < 2: a win).
+    assert perfect["exclusion_separation"] == pytest.approx(1.0)
+    pos = {c: i for i, c in enumerate(desc.column("code").to_pylist())}
+    moved = tree.copy()
+    moved[pos["311"], pos["312"]] = moved[pos["312"], pos["311"]] = 0.4   # closer than its parent
+    assert evaluate_distances(moved, desc)["exclusion_separation"] == pytest.approx(0.5)
     reversed_ = evaluate_distances(tree.max() - tree + np.eye(len(tree)) * 0, desc)
     assert reversed_["spearman"] == pytest.approx(-1.0)
     assert reversed_["ndcg_at_10"] < 0.5 and reversed_["parent_retrieval_accuracy"] < 0.5
@@ -144,3 +160,19 @@ def test_two_process_ddp_on_cpu(prepared, tmp_path):
                     cfg(epochs=2, devices=2, strategy="ddp_spawn"), log=lambda m: None)
     assert r.model_path.is_file() and "spearman" in r.metrics
     assert len(r.history) == 2
+
+
+def test_exclusion_hinge_follows_the_curriculum(prepared, tmp_path):
+    layout, desc, emb = prepared
+    c = parse_curriculum({"name": "x", "positive_levels": [2, 3, 4, 5, 6], "difficulty_buckets": [1, 6, 8],
+                          "bucket_percentages": {1: 0.5, 6: 0.25, 8: 0.25}, "k_negatives": 4})
+    build_index(c, desc, layout.distances, layout.triplets, tmp_path / "idx8")
+    on = train_stage("s8", tmp_path / "idx8", emb, desc, tmp_path / "on", SMALL,
+                     cfg(epochs=6, exclusion_margin=0.5), log=lambda m: None)
+    hinge = [h["train_exclusion_loss"] for h in on.history]
+    assert len(hinge) == 6 and hinge[-1] < hinge[0]
+    off = train_stage("s8", tmp_path / "idx8", emb, desc, tmp_path / "off", SMALL,
+                      cfg(epochs=1, exclusion_weight=0.0), log=lambda m: None)
+    early = train_stage("s1", layout.sampling_index("all"), emb, desc, tmp_path / "early", SMALL,
+                        cfg(epochs=1), log=lambda m: None)   # no bucket 8: the guide keeps exclusions out
+    assert "train_exclusion_loss" not in off.history[0] and "train_exclusion_loss" not in early.history[0]

@@ -10,6 +10,7 @@ from naics_pipeline.curricula import Stage, load_plan, plan_warnings
 from naics_pipeline.defs.assets_curricula import sampling_index_key
 from naics_pipeline.defs.assets_data import OWNERS
 from naics_pipeline.defs.resources import StorageResource, TrainingResource
+from naics_pipeline.defs.upstream import materialize_missing_upstream
 from naics_pipeline.model import ModelConfig
 from naics_pipeline.plots import bar_chart, line_chart, markdown_image
 from naics_pipeline.storage import write_catalog, write_parquet
@@ -28,6 +29,7 @@ def text_embeddings(context: dg.AssetExecutionContext, storage: StorageResource,
                     training: TrainingResource) -> dg.MaterializeResult:
     """Sentence embeddings of each code's title, description, examples and excluded text, plus the
     held-out index entries (computed once; the encoder is frozen)."""
+    materialize_missing_upstream(context, storage.build_missing_upstream)
     layout = storage.layout
     emb = build_text_embeddings(pq.read_table(layout.descriptions), pq.read_table(layout.index_holdout),
                                 training.encoder, progress=context.log.info)
@@ -53,7 +55,8 @@ def _train_config(training: TrainingResource, stage: Stage) -> TrainConfig:
     return TrainConfig(epochs=training.epochs or stage.epochs, batch_size=training.batch_size,
                        max_pairs_per_epoch=training.max_pairs_per_epoch, learning_rate=training.learning_rate,
                        seed=training.seed, accelerator=training.accelerator, devices=training.devices_value(),
-                       strategy=training.strategy, progress_bar=True)
+                       strategy=training.strategy, exclusion_weight=training.exclusion_weight,
+                       exclusion_margin=training.exclusion_margin, progress_bar=True)
 
 
 def model_config(training: TrainingResource) -> ModelConfig:
@@ -72,6 +75,7 @@ def stage_asset(stage: Stage, previous: Stage | None) -> dg.AssetsDefinition:
                           f"default), starting from {previous.name if previous else 'random weights'}.")
     def _asset(context: dg.AssetExecutionContext, storage: StorageResource,
                training: TrainingResource) -> dg.MaterializeResult:
+        materialize_missing_upstream(context, storage.build_missing_upstream)
         layout = storage.layout
         init = layout.stage_dir(previous.name) / "model.pt" if previous else None
         if init is not None and not init.is_file():
@@ -117,8 +121,9 @@ def training_assets(curricula_folder: Path) -> tuple[list[dg.AssetsDefinition], 
 def _embeddings_asset(final: Stage) -> dg.AssetsDefinition:
     @dg.asset(name="naics_embeddings", deps=[final.name, "text_embeddings"], group_name="evaluation",
               kinds={"parquet", "duckdb"}, owners=OWNERS, code_version="1")
-    def naics_embeddings(storage: StorageResource) -> dg.MaterializeResult:
+    def naics_embeddings(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
         """Lorentz coordinates of every code from the final stage's model."""
+        materialize_missing_upstream(context, storage.build_missing_upstream)
         layout = storage.layout
         model, blob = load_model(layout.stage_dir(final.name) / "model.pt")
         desc = pq.read_table(layout.descriptions)
@@ -138,8 +143,9 @@ def _embeddings_asset(final: Stage) -> dg.AssetsDefinition:
 def _report_asset(stages: list[Stage]) -> dg.AssetsDefinition:
     @dg.asset(name="training_report", deps=[s.name for s in stages], group_name="evaluation",
               kinds={"pytorch"}, owners=OWNERS, code_version="1")
-    def training_report(storage: StorageResource) -> dg.MaterializeResult:
+    def training_report(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
         """Metrics of every stage side by side."""
+        materialize_missing_upstream(context, storage.build_missing_upstream)
         rows = {}
         for s in stages:
             f = storage.layout.stage_dir(s.name) / "metrics.json"

@@ -15,6 +15,10 @@ class StorageResource(dg.ConfigurableResource):
     """Root folder of every table, index and checkpoint (env NAICS_STORAGE_ROOT, default ./data)."""
 
     root: str = Field(default_factory=lambda: str(settings.storage_root()))
+    # An asset whose ancestors were never materialized materializes them first (see defs/upstream.py);
+    # off (env NAICS_BUILD_MISSING_UPSTREAM=0), it fails naming them instead.
+    build_missing_upstream: bool = Field(
+        default_factory=lambda: os.environ.get("NAICS_BUILD_MISSING_UPSTREAM", "1") != "0")
 
     @property
     def layout(self) -> Layout:
@@ -49,6 +53,8 @@ class TrainingResource(dg.ConfigurableResource):
     learning_rate: float = Field(default_factory=lambda: float(_env("NAICS_LEARNING_RATE", "2e-3")))
     seed: int = Field(default_factory=lambda: int(_env("NAICS_SEED", "0")))
     load_balancing_coef: float = Field(default_factory=lambda: float(_env("NAICS_LOAD_BALANCING_COEF", "0.01")))
+    exclusion_weight: float = Field(default_factory=lambda: float(_env("NAICS_EXCLUSION_WEIGHT", "1.0")))
+    exclusion_margin: float = Field(default_factory=lambda: float(_env("NAICS_EXCLUSION_MARGIN", "0.1")))
     curvature: float = 1.0
     temperature: float = 0.1
     embedding_dim: int = 32
