@@ -6,6 +6,7 @@ import pytest
 from naics_pipeline.defs import DATA_ASSETS, build_defs, defs
 from naics_pipeline.defs.checks_data import DATA_CHECKS
 from naics_pipeline.defs.resources import SourceResource, StorageResource, TrainingResource
+from naics_pipeline.defs.upstream import PARENT_RUN_TAG
 from naics_pipeline.snapshot import load_snapshot
 
 
@@ -66,9 +67,9 @@ def test_everything_on_real_files(real_naics, tmp_path):
     assert pq.read_table(tmp_path / "store" / "naics_descriptions.parquet").num_rows == 2125
     meta = metadata(result, "naics_triplets")
     assert meta["dagster/row_count"].value == 976_051_440
-    assert "| 8 | Exclusions | 28,449 |" in meta["hardness_table"].value
+    assert "| 8 | Exclusions | 26,811 |" in meta["hardness_table"].value
     assert metadata(result, "naics_descriptions")["exclusions_source"].value.startswith("description text")
-    assert metadata(result, "sampling_index_03_stage_hard")["pairs"].value == 544_206
+    assert metadata(result, "sampling_index_03_stage_hard")["pairs"].value == 544_146
     for stage in ("stage_1", "stage_2", "stage_3"):
         assert "| Spearman |" in metadata(result, stage)["metrics"].value
     assert metadata(result, "stage_2")["initialised_from"].value.endswith("stage_1/model.pt")
@@ -133,3 +134,38 @@ def test_invalid_curriculum_fails_definitions_with_file_and_field(tmp_path, monk
     monkeypatch.setenv("NAICS_CURRICULA_DIR", str(tmp_path))
     with pytest.raises(CurriculumError, match="bad.yaml: field 'bucket_percentages': shares sum to 0.900000"):
         build_defs()
+
+
+def test_missing_upstream_is_materialized_first(census_dir, tmp_path):
+    instance = dg.DagsterInstance.ephemeral()
+    resources = {"storage": StorageResource(root=str(tmp_path / "store")),
+                 "source": SourceResource(location=str(census_dir), expect_naics_2022=False)}
+    # Like `--select +naics_distances` from a fresh clone: one layer up, with naics_source and
+    # naics_descriptions never materialized.
+    result = dg.materialize([*DATA_ASSETS, *DATA_CHECKS], selection=["naics_graph", "naics_distances"],
+                            resources=resources, instance=instance)
+    assert result.success
+    children = instance.get_run_records(dg.RunsFilter(tags={PARENT_RUN_TAG: result.run_id}))
+    assert len(children) == 1 and children[0].dagster_run.status == dg.DagsterRunStatus.SUCCESS
+    child_id = children[0].dagster_run.run_id
+    for key in ("naics_source", "naics_descriptions", "naics_index_holdout"):
+        assert instance.get_latest_materialization_event(dg.AssetKey(key)).run_id == child_id
+    # The child ran the checks of what it built, too.
+    checked = {e.dagster_event.event_specific_data.check_name for e in instance.all_logs(
+        child_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)}
+    assert "descriptions_unique_codes" in checked
+    # Nothing is missing now: a second run starts no child run.
+    again = dg.materialize([*DATA_ASSETS, *DATA_CHECKS], selection=["naics_distances"], resources=resources,
+                           instance=instance)
+    assert len(instance.get_run_records(dg.RunsFilter(tags={PARENT_RUN_TAG: again.run_id}))) == 0
+
+
+def test_missing_upstream_can_be_an_error_instead(census_dir, tmp_path):
+    resources = {"storage": StorageResource(root=str(tmp_path / "store"), build_missing_upstream=False),
+                 "source": SourceResource(location=str(census_dir), expect_naics_2022=False)}
+    result = dg.materialize([*DATA_ASSETS, *DATA_CHECKS], selection=["naics_graph"], resources=resources,
+                            instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    assert not result.success
+    failure = [e for e in result.all_events if e.is_step_failure][0]
+    message = failure.step_failure_data.error.message
+    assert "naics_descriptions" in message and "--select '*naics_graph'" in message

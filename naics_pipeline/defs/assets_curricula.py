@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 from naics_pipeline.curricula import Curriculum, curriculum_warnings, load_curricula
 from naics_pipeline.defs.assets_data import OWNERS
 from naics_pipeline.defs.resources import StorageResource
+from naics_pipeline.defs.upstream import materialize_missing_upstream
 from naics_pipeline.plots import bar_chart, markdown_image
 from naics_pipeline.sampling import HARDNESS, SamplingIndex, build_index, mix_markdown, simulate_epoch
 from naics_pipeline.storage import write_catalog
@@ -31,6 +32,7 @@ def sampling_index_asset(c: Curriculum) -> dg.AssetsDefinition:
               description=f"Sampling index for curriculum {c.name} ({c.path.name if c.path else ''}): "
                           f"filtered (anchor, positive) pairs and candidate negatives per hardness bucket.")
     def _asset(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+        materialize_missing_upstream(context, storage.build_missing_upstream)
         layout = storage.layout
         for warning in curriculum_warnings(c):
             context.log.warning(warning)

@@ -4,6 +4,7 @@ import dagster as dg
 
 from naics_pipeline import pipeline
 from naics_pipeline.defs.resources import SourceResource, StorageResource
+from naics_pipeline.defs.upstream import materialize_missing_upstream
 from naics_pipeline.plots import bar_chart, markdown_image
 from naics_pipeline.storage import clean_stale_temporaries
 from naics_pipeline.triplets import hardness_markdown
@@ -48,6 +49,7 @@ def naics_source(context: dg.AssetExecutionContext, storage: StorageResource,
     ],
 )
 def naics_descriptions(context: dg.AssetExecutionContext, storage: StorageResource):
+    materialize_missing_upstream(context, storage.build_missing_upstream)
     step = pipeline.step_descriptions(storage.layout)
     stats = step.metadata["stats"]
     desc = pipeline.read_descriptions(storage.layout)
@@ -68,8 +70,9 @@ def naics_descriptions(context: dg.AssetExecutionContext, storage: StorageResour
 
 @dg.asset(deps=["naics_descriptions"], group_name="graph", kinds={"networkx", "parquet"},
           owners=OWNERS, code_version="1")
-def naics_graph(storage: StorageResource) -> dg.MaterializeResult:
+def naics_graph(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """The NAICS tree (virtual root -> 20 sectors -> ... -> 6-digit), saved as a parent/child edge list."""
+    materialize_missing_upstream(context, storage.build_missing_upstream)
     step = pipeline.step_graph(storage.layout)
     g = step.metadata["graph"]
     return dg.MaterializeResult(metadata={**_common(step), "nodes": g.number_of_nodes(),
@@ -78,8 +81,9 @@ def naics_graph(storage: StorageResource) -> dg.MaterializeResult:
 
 @dg.asset(deps=["naics_graph"], group_name="tables", kinds={"parquet", "duckdb"}, owners=OWNERS,
           code_version="1")
-def naics_distances(storage: StorageResource) -> dg.MaterializeResult:
+def naics_distances(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """Every ordered code pair: tree distance (lineal pairs -0.5), unrelated flag, relation, LCA depth."""
+    materialize_missing_upstream(context, storage.build_missing_upstream)
     return dg.MaterializeResult(metadata=_common(pipeline.step_distances(storage.layout)))
 
 
@@ -87,6 +91,7 @@ def naics_distances(storage: StorageResource) -> dg.MaterializeResult:
           kinds={"parquet", "duckdb"}, owners=OWNERS, code_version="1")
 def naics_triplets(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """The full hardness-labelled triplet table, partitioned by hardness (hive folders)."""
+    materialize_missing_upstream(context, storage.build_missing_upstream)
     step = pipeline.step_triplets(storage.layout, progress=lambda m: context.log.info(f"writing {m}"))
     counts = step.metadata["counts"]
     plot = bar_chart(list(range(1, 9)), {"triplets": [max(counts.get(h, 0), 1) for h in range(1, 9)]},

@@ -91,9 +91,9 @@ def stage_asset(stage: Stage, previous: Stage | None) -> dg.AssetsDefinition:
                                 "load_balancing_coef (NAICS_LOAD_BALANCING_COEF)")
         hist = result.history
         epochs = [h["epoch"] + 1 for h in hist]
-        curves = {k: [h[k] for h in hist if k in h] for k in ("train_loss", "val_loss")}
-        plot = line_chart(epochs, {k: v for k, v in curves.items() if v}, f"{stage.name} contrastive loss",
-                          "epoch", "InfoNCE")
+        curves = {k: [h[k] for h in hist if k in h] for k in ("train_loss", "val_loss", "train_exclusion_loss")}
+        plot = line_chart(epochs, {k: v for k, v in curves.items() if len(v) == len(epochs)},
+                          f"{stage.name} losses (InfoNCE; exclusion hinge in bucket-8 stages)", "epoch", "loss")
         usage = m.get("expert_usage", [])
         return dg.MaterializeResult(metadata={
             "checkpoint": dg.MetadataValue.path(str(result.model_path)),

@@ -1,0 +1,71 @@
+"""Materialize an asset's never-materialized ancestors before it runs.
+
+`dagster asset materialize --select +stage_3` selects stage_3 and its direct parents only (in the CLI's
+selection syntax `+` is one layer), so from a fresh clone stage_2 would find no stage_1 model and the
+sampling index no triplet table. Each asset first asks the instance which of its ancestors have never
+been materialized and, if any, materializes them (with their checks) in a run of their own, tagged with
+the run that needed them, so the catalog stays true. Off with NAICS_BUILD_MISSING_UPSTREAM=0: the asset
+then fails naming what is missing and the selection that builds it.
+"""
+from __future__ import annotations
+
+import dagster as dg
+
+PARENT_RUN_TAG = "naics/needed_by_run"
+
+
+RESOURCE_NAMES = ("storage", "source", "training")
+
+
+def _definitions() -> dg.Definitions:
+    from naics_pipeline.defs import defs  # the code location's definitions (import here: no cycle)
+
+    return defs
+
+
+def missing_ancestors(context: dg.AssetExecutionContext) -> list[dg.AssetKey]:
+    graph = _definitions().resolve_asset_graph()
+    own = set(context.assets_def.keys)
+    ancestors = dg.AssetSelection.assets(*own).upstream().resolve(graph) - own
+    return sorted((k for k in ancestors if context.instance.get_latest_materialization_event(k) is None),
+                  key=lambda k: k.to_user_string())
+
+
+def _resource_config(context: dg.AssetExecutionContext) -> dict:
+    """The run's resource values (launchpad overrides included) as run config for the child run."""
+    out = {}
+    for name in RESOURCE_NAMES:
+        value = getattr(context.resources, name, None)
+        if isinstance(value, dg.ConfigurableResource):
+            out[name] = {"config": value.model_dump()}
+    return {"resources": out}
+
+
+def materialize_missing_upstream(context: dg.AssetExecutionContext, enabled: bool) -> list[str]:
+    """Returns the asset keys it materialized (empty when nothing was missing)."""
+    if PARENT_RUN_TAG in context.run.tags:
+        return []  # a child run: its selection already holds every missing ancestor, in order
+    missing = missing_ancestors(context)
+    if not missing:
+        return []
+    names = [k.to_user_string() for k in missing]
+    me = context.assets_def.key.to_user_string() if len(context.assets_def.keys) == 1 else "this step"
+    if not enabled:
+        raise dg.Failure(
+            f"{me} needs {', '.join(names)}, never materialized in this Dagster instance. Materialize "
+            f"the whole upstream with: dagster asset materialize --select '*{me}' -m naics_pipeline "
+            "(or set NAICS_BUILD_MISSING_UPSTREAM=1 to have it done here)")
+    defs = _definitions()
+    # A multi-asset that cannot be subset (naics_descriptions + naics_index_holdout) runs whole.
+    keys = sorted(dg.AssetSelection.assets(*missing).required_multi_asset_neighbors()
+                  .resolve(defs.resolve_asset_graph()), key=lambda k: k.to_user_string())
+    context.log.warning(f"{me}: upstream never materialized: {', '.join(names)}; materializing "
+                        f"{len(keys)} asset(s) first in a run of their own")
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        asset_selection=keys, instance=context.instance, raise_on_error=False,
+        run_config=_resource_config(context), tags={PARENT_RUN_TAG: context.run_id})
+    if not result.success:
+        raise dg.Failure(f"{me}: materializing its missing upstream ({', '.join(names)}) failed in run "
+                         f"{result.run_id}; see that run's logs")
+    context.log.info(f"upstream materialized in run {result.run_id}")
+    return [k.to_user_string() for k in keys]
