@@ -10,21 +10,29 @@ then fails naming what is missing and the selection that builds it.
 from __future__ import annotations
 
 import dagster as dg
+from dagster_shared.check import CheckError
 
 PARENT_RUN_TAG = "naics/needed_by_run"
-
-
 RESOURCE_NAMES = ("storage", "source", "training")
 
 
-def _definitions() -> dg.Definitions:
-    from naics_pipeline.defs import defs  # the code location's definitions (import here: no cycle)
+def _location(context: dg.AssetExecutionContext):
+    """(asset graph, implicit asset job) of the code location this run belongs to. Runs launched from
+    the CLI or UI carry their repository; `dg.materialize` runs do not, and fall back to this package's
+    definitions when they hold the asset (None otherwise: nothing to reason about)."""
+    try:
+        repo = context.repository_def
+        return repo.asset_graph, repo.get_implicit_global_asset_job_def()
+    except CheckError:  # what dagster raises when no repository is set on the step
+        from naics_pipeline.defs import defs  # imported here: no cycle
 
-    return defs
+        graph = defs.resolve_asset_graph()
+        if not set(context.assets_def.keys) <= set(graph.get_all_asset_keys()):
+            return None
+        return graph, defs.resolve_implicit_global_asset_job_def()
 
 
-def missing_ancestors(context: dg.AssetExecutionContext) -> list[dg.AssetKey]:
-    graph = _definitions().resolve_asset_graph()
+def missing_ancestors(context: dg.AssetExecutionContext, graph) -> list[dg.AssetKey]:
     own = set(context.assets_def.keys)
     ancestors = dg.AssetSelection.assets(*own).upstream().resolve(graph) - own
     return sorted((k for k in ancestors if context.instance.get_latest_materialization_event(k) is None),
@@ -45,7 +53,11 @@ def materialize_missing_upstream(context: dg.AssetExecutionContext, enabled: boo
     """Returns the asset keys it materialized (empty when nothing was missing)."""
     if PARENT_RUN_TAG in context.run.tags:
         return []  # a child run: its selection already holds every missing ancestor, in order
-    missing = missing_ancestors(context)
+    location = _location(context)
+    if location is None:
+        return []
+    graph, job = location
+    missing = missing_ancestors(context, graph)
     if not missing:
         return []
     names = [k.to_user_string() for k in missing]
@@ -55,13 +67,12 @@ def materialize_missing_upstream(context: dg.AssetExecutionContext, enabled: boo
             f"{me} needs {', '.join(names)}, never materialized in this Dagster instance. Materialize "
             f"the whole upstream with: dagster asset materialize --select '*{me}' -m naics_pipeline "
             "(or set NAICS_BUILD_MISSING_UPSTREAM=1 to have it done here)")
-    defs = _definitions()
     # A multi-asset that cannot be subset (naics_descriptions + naics_index_holdout) runs whole.
-    keys = sorted(dg.AssetSelection.assets(*missing).required_multi_asset_neighbors()
-                  .resolve(defs.resolve_asset_graph()), key=lambda k: k.to_user_string())
+    keys = sorted(dg.AssetSelection.assets(*missing).required_multi_asset_neighbors().resolve(graph),
+                  key=lambda k: k.to_user_string())
     context.log.warning(f"{me}: upstream never materialized: {', '.join(names)}; materializing "
                         f"{len(keys)} asset(s) first in a run of their own")
-    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+    result = job.execute_in_process(
         asset_selection=keys, instance=context.instance, raise_on_error=False,
         run_config=_resource_config(context), tags={PARENT_RUN_TAG: context.run_id})
     if not result.success:
