@@ -47,6 +47,9 @@ def naics_source(context: dg.AssetExecutionContext, storage: StorageResource,
                      description="~20% of index-file entries per code, held out from the examples "
                                  "channel for retrieval evaluation."),
     ],
+    # Subsettable so that a selection holding one of the two (`+stage_3` holds naics_descriptions
+    # only) is a valid job; both files are written either way, only the selected are reported.
+    can_subset=True,
 )
 def naics_descriptions(context: dg.AssetExecutionContext, storage: StorageResource):
     materialize_missing_upstream(context, storage.build_missing_upstream)
@@ -57,15 +60,18 @@ def naics_descriptions(context: dg.AssetExecutionContext, storage: StorageResour
     table = "| code | level | title | excluded_codes |\n|---|---|---|---|\n" + "\n".join(
         f"| {r['code']} | {r['level']} | {r['title']} | {', '.join(r['excluded_codes'])} |" for r in preview)
     levels = stats["codes_by_level"]
-    yield dg.MaterializeResult(asset_key="naics_descriptions", metadata={
-        **_common(step), "codes_by_level": dg.MetadataValue.json(levels), "stats": dg.MetadataValue.json(stats),
-        "exclusions_source": stats["exclusions_source"], "preview": dg.MetadataValue.md(table),
-        "levels_plot": dg.MetadataValue.md(markdown_image(bar_chart(
-            list(levels), {"codes": list(levels.values())}, "Codes per level", "codes"))),
-    })
-    yield dg.MaterializeResult(asset_key="naics_index_holdout", metadata={
-        "dagster/row_count": step.metadata["holdout_rows"],
-        "path": dg.MetadataValue.path(str(storage.layout.index_holdout))})
+    selected = context.selected_asset_keys
+    if dg.AssetKey("naics_descriptions") in selected:
+        yield dg.MaterializeResult(asset_key="naics_descriptions", metadata={
+            **_common(step), "codes_by_level": dg.MetadataValue.json(levels), "stats": dg.MetadataValue.json(stats),
+            "exclusions_source": stats["exclusions_source"], "preview": dg.MetadataValue.md(table),
+            "levels_plot": dg.MetadataValue.md(markdown_image(bar_chart(
+                list(levels), {"codes": list(levels.values())}, "Codes per level", "codes"))),
+        })
+    if dg.AssetKey("naics_index_holdout") in selected:
+        yield dg.MaterializeResult(asset_key="naics_index_holdout", metadata={
+            "dagster/row_count": step.metadata["holdout_rows"],
+            "path": dg.MetadataValue.path(str(storage.layout.index_holdout))})
 
 
 @dg.asset(deps=["naics_descriptions"], group_name="graph", kinds={"networkx", "parquet"},
