@@ -58,6 +58,8 @@ def main() -> None:
     ap.add_argument("--no-radius-by-level", action="store_true")
     ap.add_argument("--exclusion-weight", type=float, default=TrainConfig.exclusion_weight)
     ap.add_argument("--exclusion-margin", type=float, default=TrainConfig.exclusion_margin)
+    ap.add_argument("--exclusion-holdout", type=float, default=0.0,
+                    help="share of exclusion links kept out of the hinge; reports seen/unseen separation")
     ap.add_argument("--stages", default=None, help="comma-separated stage names to train (default: all)")
     ap.add_argument("--init-from", default=None, help="model.pt the first trained stage starts from")
     ap.add_argument("--run-name", default=None, help="train into ROOT/runs/NAME instead of ROOT")
@@ -80,7 +82,8 @@ def main() -> None:
         cfg = TrainConfig(epochs=max(1, round(stage.epochs * args.epochs_scale)), accelerator=args.accelerator,
                           devices=devices, strategy=args.strategy, batch_size=args.batch_size,
                           learning_rate=args.lr, progress_bar=False, gpu_epoch_multiplier=1,
-                          exclusion_weight=args.exclusion_weight, exclusion_margin=args.exclusion_margin)
+                          exclusion_weight=args.exclusion_weight, exclusion_margin=args.exclusion_margin,
+                          exclusion_holdout=args.exclusion_holdout)
         mcfg = ModelConfig(temperature=args.temperature, embedding_dim=args.embedding_dim,
                            radius_by_level=not args.no_radius_by_level)
         r = train_stage(stage.name, layout.sampling_index(stage.curriculum.name), emb, desc,
@@ -102,6 +105,10 @@ def main() -> None:
         print(f"| {r['stage']} | {r['epochs']} | " + " | ".join(
             f"{r[k]:.3f}" if isinstance(r.get(k), float) else str(r.get(k)) for k, _ in cols)
             + f" | {ret.get('top1_6digit', 0):.3f} / {ret.get('top5_6digit', 0):.3f} |")
+    for r in rows:
+        if "exclusion_separation_unseen" in r:
+            print(f"{r['stage']}: exclusion separation on links the hinge saw {r['exclusion_separation_seen']:.3f}, "
+                  f"on the {r['exclusion_links_unseen']} it did not {r['exclusion_separation_unseen']:.3f}")
     print(f"\nall stages: {total:.1f} s")
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2, default=float))

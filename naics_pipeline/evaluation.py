@@ -122,14 +122,23 @@ def exclusion_references(descriptions: pa.Table) -> tuple[np.ndarray, np.ndarray
     return np.array(code, np.int64), np.array(excluded, np.int64), refs
 
 
-def _exclusion_separation(emb, descriptions) -> float | None:
-    """Share of (code, excluded code) pairs farther apart than the code is from its other siblings on
-    average (from its parent, for a code without other siblings)."""
+def exclusion_wins(emb: np.ndarray, descriptions: pa.Table) -> np.ndarray:
+    """Per exclusion link (in exclusion_references order): is the excluded code farther from the code
+    than the code's other siblings on average (its parent, for a code without other siblings)?"""
     code, excluded, refs = exclusion_references(descriptions)
-    if not len(code):
-        return None
-    wins = [emb[i, j] > emb[i, ref].mean() for i, j, ref in zip(code, excluded, refs)]
-    return float(np.mean(wins))
+    return np.array([emb[i, j] > emb[i, ref].mean() for i, j, ref in zip(code, excluded, refs)], bool)
+
+
+def held_out_links(n_links: int, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of the exclusion links kept out of training (a seeded random share)."""
+    held = np.zeros(n_links, bool)
+    held[np.random.default_rng([seed, 104729]).permutation(n_links)[:round(n_links * fraction)]] = True
+    return held
+
+
+def _exclusion_separation(emb, descriptions) -> float | None:
+    wins = exclusion_wins(emb, descriptions)
+    return float(wins.mean()) if len(wins) else None
 
 
 def retrieval_accuracy(query_points: np.ndarray, query_codes: list[str], points: np.ndarray,

@@ -20,7 +20,8 @@ import pyarrow as pa
 import torch
 from torch.utils.data import IterableDataset
 
-from naics_pipeline.evaluation import evaluate_embeddings, exclusion_references, retrieval_accuracy
+from naics_pipeline.evaluation import (evaluate_embeddings, exclusion_references, exclusion_wins, held_out_links,
+                                       lorentz_pairwise, retrieval_accuracy)
 from naics_pipeline.model import ModelConfig, NaicsEmbedder, exclusion_hinge, info_nce
 from naics_pipeline.sampling import Sampler, SamplingIndex
 from naics_pipeline.storage import atomic_path
@@ -48,6 +49,9 @@ class TrainConfig:
     # (1 + margin) x the code's mean sibling distance away. 0 turns it off.
     exclusion_weight: float = 1.0
     exclusion_margin: float = 0.1
+    # Share of exclusion links kept out of the hinge (seeded), to measure whether separation carries
+    # over to links the hinge never saw: metrics exclusion_separation_seen / _unseen. 0: use them all.
+    exclusion_holdout: float = 0.0
     progress_bar: bool = True
 
     def resolved(self, on_gpu: bool) -> "TrainConfig":
@@ -137,9 +141,12 @@ def _mean(values: list[torch.Tensor]) -> float:
     return float(torch.stack([v.float() for v in values]).mean())
 
 
-def exclusion_tensors(descriptions: pa.Table) -> dict[str, np.ndarray]:
-    """Exclusion links with their reference codes padded into a matrix (mask marks the real ones)."""
+def exclusion_tensors(descriptions: pa.Table, keep: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Exclusion links (those in `keep`, default all) with their reference codes padded into a matrix
+    (mask marks the real ones)."""
     code, excluded, refs = exclusion_references(descriptions)
+    if keep is not None:
+        code, excluded, refs = code[keep], excluded[keep], [r for r, k in zip(refs, keep) if k]
     width = max((len(r) for r in refs), default=1)
     ref = np.zeros((len(refs), width), np.int64)
     mask = np.zeros((len(refs), width), bool)
@@ -304,9 +311,10 @@ def train_stage(stage: str, index_dir: Path, embeddings: TextEmbeddings, descrip
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     # The guide keeps exclusions out of early stages: the hinge follows the curriculum's bucket 8.
     with_exclusions = 8 in index.meta["curriculum"]["difficulty_buckets"] and cfg.exclusion_weight > 0
+    held = held_out_links(len(exclusion_references(descriptions)[0]), cfg.exclusion_holdout, cfg.seed)
     module = NaicsContrastive(model_cfg.to_dict(), cfg.learning_rate, cfg.weight_decay, cfg.warmup_fraction,
                               embeddings.channels, embeddings.present, levels,
-                              exclusion_tensors(descriptions) if with_exclusions else None,
+                              exclusion_tensors(descriptions, ~held) if with_exclusions else None,
                               cfg.exclusion_weight, cfg.exclusion_margin)
     if init_from is not None and not resume:
         prev, _ = load_model(init_from)
@@ -337,6 +345,11 @@ def train_stage(stage: str, index_dir: Path, embeddings: TextEmbeddings, descrip
         model = module.model.float()
         points, routing = embed_all(model, embeddings, levels)
         metrics = evaluate_embeddings(points, descriptions, model_cfg.curvature)
+        if held.any():
+            wins = exclusion_wins(lorentz_pairwise(points, model_cfg.curvature), descriptions)
+            metrics["exclusion_separation_seen"] = float(wins[~held].mean())
+            metrics["exclusion_separation_unseen"] = float(wins[held].mean())
+            metrics["exclusion_links_unseen"] = int(held.sum())
         metrics.update(routing)
         metrics["moe_collapse"] = routing["load_balancing_loss"] > COLLAPSE_THRESHOLD
         if len(embeddings.holdout_codes):

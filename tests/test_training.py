@@ -11,7 +11,7 @@ import torch
 from naics_pipeline import pipeline
 from naics_pipeline.curricula import parse_curriculum
 from naics_pipeline.distances import distance_matrix, tree_arrays
-from naics_pipeline.evaluation import evaluate_distances, ndcg_at_k, rankdata, spearman
+from naics_pipeline.evaluation import evaluate_distances, held_out_links, ndcg_at_k, rankdata, spearman
 from naics_pipeline.layout import Layout
 from naics_pipeline.model import (ModelConfig, NaicsEmbedder, exclusion_hinge, expmap0, info_nce,
                                   load_balancing_loss, lorentz_distance, lorentz_inner)
@@ -176,3 +176,15 @@ def test_exclusion_hinge_follows_the_curriculum(prepared, tmp_path):
     early = train_stage("s1", layout.sampling_index("all"), emb, desc, tmp_path / "early", SMALL,
                         cfg(epochs=1), log=lambda m: None)   # no bucket 8: the guide keeps exclusions out
     assert "train_exclusion_loss" not in off.history[0] and "train_exclusion_loss" not in early.history[0]
+    half = train_stage("s8", tmp_path / "idx8", emb, desc, tmp_path / "half", SMALL,
+                       cfg(epochs=1, exclusion_holdout=0.5), log=lambda m: None)
+    assert half.metrics["exclusion_links_unseen"] == 1
+    assert {half.metrics["exclusion_separation_seen"], half.metrics["exclusion_separation_unseen"]} <= {0.0, 1.0}
+    assert "exclusion_links_unseen" not in on.metrics
+
+
+def test_held_out_links_are_a_seeded_share():
+    a = held_out_links(110, 0.3, seed=0)
+    assert a.sum() == 33 and np.array_equal(a, held_out_links(110, 0.3, seed=0))
+    assert not np.array_equal(a, held_out_links(110, 0.3, seed=1))
+    assert held_out_links(110, 0.0, seed=0).sum() == 0
