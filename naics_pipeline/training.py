@@ -371,4 +371,7 @@ def train_stage(stage: str, index_dir: Path, embeddings: TextEmbeddings, descrip
         (out_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, "history": module.history},
                                                          indent=2, default=float))
         run_file.write_text(json.dumps({"fingerprint": fingerprint, "stage": stage, "complete": True}))
+    # Under `ddp` every rank runs this function: the others must not start the next stage (which loads
+    # this model.pt) before rank 0 has written it. A no-op without a process group (ddp_spawn's parent).
+    trainer.strategy.barrier("naics_model_written")
     return StageResult(stage, model_path, metrics, module.history, time.perf_counter() - t0, resume, asdict(cfg))

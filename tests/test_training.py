@@ -1,5 +1,7 @@
 """Model geometry, losses, metrics on a known tree, stage chaining, resume and DDP."""
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -188,3 +190,22 @@ def test_held_out_links_are_a_seeded_share():
     assert a.sum() == 33 and np.array_equal(a, held_out_links(110, 0.3, seed=0))
     assert not np.array_equal(a, held_out_links(110, 0.3, seed=1))
     assert held_out_links(110, 0.0, seed=0).sum() == 0
+
+
+def test_ddp_ranks_chain_stages(prepared, tmp_path):
+    """Under `ddp` (not spawn) every rank runs the stage loop: rank 1 must not load stage_1's model.pt
+    before rank 0 has written it. Run as a script, since ddp re-launches the entry point per rank."""
+    layout, desc, emb = prepared
+    emb.save(layout.text_embeddings)
+    cur = tmp_path / "curricula"
+    cur.mkdir()
+    (cur / "all.yaml").write_text("name: all\npositive_levels: [2, 3, 4, 5, 6]\ndifficulty_buckets: [1, 6]\n"
+                                  "bucket_percentages: {1: 0.5, 6: 0.5}\nk_negatives: 4\n")
+    (cur / "stages.yaml").write_text("stages:\n  - {curriculum: all, epochs: 1}\n  - {curriculum: all, epochs: 1}\n")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_training.py"
+    done = subprocess.run([sys.executable, str(script), "--root", str(layout.root), "--curricula", str(cur),
+                           "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--batch-size", "64",
+                           "--embedding-dim", "8", "--run-name", "ddp"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| stage_2 |" in done.stdout and "| stage_1 |" in done.stdout
