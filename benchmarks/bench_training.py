@@ -58,7 +58,7 @@ def main() -> None:
     ap.add_argument("--no-radius-by-level", action="store_true")
     ap.add_argument("--exclusion-weight", type=float, default=TrainConfig.exclusion_weight)
     ap.add_argument("--exclusion-margin", type=float, default=TrainConfig.exclusion_margin)
-    ap.add_argument("--exclusion-holdout", type=float, default=0.0,
+    ap.add_argument("--exclusion-holdout", type=float, default=TrainConfig.exclusion_holdout,
                     help="share of exclusion links kept out of the hinge; reports seen/unseen separation")
     ap.add_argument("--stages", default=None, help="comma-separated stage names to train (default: all)")
     ap.add_argument("--init-from", default=None, help="model.pt the first trained stage starts from")

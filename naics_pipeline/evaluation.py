@@ -59,12 +59,15 @@ def ndcg_at_k(emb: np.ndarray, tree: np.ndarray, k: int = NDCG_K) -> float:
     return float((dcg[ok] / idcg[ok]).mean()) if ok.any() else 0.0
 
 
-def evaluate_embeddings(points: np.ndarray, descriptions: pa.Table, c: float) -> dict:
-    return evaluate_distances(lorentz_pairwise(points, c), descriptions)
+def evaluate_embeddings(points: np.ndarray, descriptions: pa.Table, c: float,
+                        held_links: np.ndarray | None = None) -> dict:
+    return evaluate_distances(lorentz_pairwise(points, c), descriptions, held_links)
 
 
-def evaluate_distances(emb: np.ndarray, descriptions: pa.Table) -> dict:
-    """Every tree metric for an (N, N) matrix of embedding distances."""
+def evaluate_distances(emb: np.ndarray, descriptions: pa.Table, held_links: np.ndarray | None = None) -> dict:
+    """Every tree metric for an (N, N) matrix of embedding distances. With `held_links` (a mask over
+    exclusion_references' links kept out of training), exclusion separation is also split into the
+    links training saw and those it did not."""
     tree = distance_matrix(tree_arrays(descriptions)).astype(np.float64)
     iu = np.triu_indices(len(emb), k=1)
     te, tt = emb[iu], tree[iu]
@@ -73,15 +76,21 @@ def evaluate_distances(emb: np.ndarray, descriptions: pa.Table) -> dict:
     codes = descriptions.column("code").to_pylist()
     pos = {code: i for i, code in enumerate(codes)}
     parents = descriptions.column("parent").to_pylist()
-    return {
+    wins = exclusion_wins(emb, exclusion_references(descriptions))
+    metrics = {
         "spearman": spearman(te, tt),
         "pearson": pearson(te, tt),
         "ndcg_at_10": ndcg_at_k(emb, tree),
         "mean_distortion": float(np.mean(np.abs(te / scale - tt) / tt)),
         "parent_retrieval_accuracy": _parent_accuracy(emb, levels, parents, pos),
-        "exclusion_separation": _exclusion_separation(emb, descriptions),
+        "exclusion_separation": float(wins.mean()) if len(wins) else None,
         "pairs": int(len(tt)),
     }
+    if held_links is not None and held_links.any():
+        metrics["exclusion_separation_seen"] = float(wins[~held_links].mean())
+        metrics["exclusion_separation_unseen"] = float(wins[held_links].mean())
+        metrics["exclusion_links_unseen"] = int(held_links.sum())
+    return metrics
 
 
 def _parent_accuracy(emb, levels, parents, pos) -> float:
@@ -122,10 +131,10 @@ def exclusion_references(descriptions: pa.Table) -> tuple[np.ndarray, np.ndarray
     return np.array(code, np.int64), np.array(excluded, np.int64), refs
 
 
-def exclusion_wins(emb: np.ndarray, descriptions: pa.Table) -> np.ndarray:
-    """Per exclusion link (in exclusion_references order): is the excluded code farther from the code
-    than the code's other siblings on average (its parent, for a code without other siblings)?"""
-    code, excluded, refs = exclusion_references(descriptions)
+def exclusion_wins(emb: np.ndarray, links) -> np.ndarray:
+    """Per exclusion link of `links` (exclusion_references' output): is the excluded code farther from
+    the code than the code's other siblings on average (its parent, for a code without other siblings)?"""
+    code, excluded, refs = links
     return np.array([emb[i, j] > emb[i, ref].mean() for i, j, ref in zip(code, excluded, refs)], bool)
 
 
@@ -134,11 +143,6 @@ def held_out_links(n_links: int, fraction: float, seed: int) -> np.ndarray:
     held = np.zeros(n_links, bool)
     held[np.random.default_rng([seed, 104729]).permutation(n_links)[:round(n_links * fraction)]] = True
     return held
-
-
-def _exclusion_separation(emb, descriptions) -> float | None:
-    wins = exclusion_wins(emb, descriptions)
-    return float(wins.mean()) if len(wins) else None
 
 
 def retrieval_accuracy(query_points: np.ndarray, query_codes: list[str], points: np.ndarray,

@@ -62,6 +62,9 @@ def build_index(curriculum: Curriculum, descriptions: pa.Table, distances: Path,
     exclusions = exclusion_pairs(descriptions)
     con.register("codes", pa.table({"idx": codes.column("index"), "level": codes.column("level")}))
     con.register("excl", exclusions)
+    # Exclusion links either way round: a plain equi-join keeps the positive filter a hash anti-join.
+    con.execute("CREATE TEMP TABLE excl_both AS SELECT code, excluded FROM excl "
+                "UNION SELECT excluded, code FROM excl")
     con.execute(f"CREATE TEMP TABLE dist AS SELECT a, b, (distance * 2)::UTINYINT AS d2, unrelated "
                 f"FROM read_parquet('{distances}') WHERE NOT unrelated")
     levels = ", ".join(str(v) for v in c.positive_levels)
@@ -74,8 +77,7 @@ def build_index(curriculum: Curriculum, descriptions: pa.Table, distances: Path,
           AND ({_sql_num(dmin)} IS NULL OR d.d2 > 2 * {_sql_num(dmin)})
           AND ({_sql_num(dmax)} IS NULL OR d.d2 <= 2 * {_sql_num(dmax)})
           -- An exclusion link, either way round, is never a positive: it is hardness 8 material.
-          AND NOT EXISTS (SELECT 1 FROM excl e WHERE (e.code = d.a AND e.excluded = d.b)
-                                                  OR (e.code = d.b AND e.excluded = d.a)) {limit}""")
+          AND NOT EXISTS (SELECT 1 FROM excl_both e WHERE e.code = d.a AND e.excluded = d.b) {limit}""")
     con.execute("""CREATE TEMP TABLE groups AS
         SELECT (row_number() OVER (ORDER BY anchor, d2) - 1)::INT AS grp, anchor, d2
         FROM (SELECT DISTINCT anchor, d2 FROM pairs0)""")
@@ -174,10 +176,9 @@ class SamplingIndex:
         self.sector_size = counts[sector[self.anchor]]
         ex = pq.read_table(folder / "exclusions.parquet")
         self.exclusions = {k: ex.column(k).to_numpy().astype(np.int64) for k in ("code", "excluded")}
-        self.exclusion_keys = np.sort(ex.column("code").to_numpy().astype(np.int64) * self.n_codes
-                                      + ex.column("excluded").to_numpy())
+        self.exclusion_keys = np.sort(self.exclusions["code"] * self.n_codes + self.exclusions["excluded"])
         has_exclusions = np.zeros(self.n_codes, bool)
-        has_exclusions[ex.column("code").to_numpy()] = True
+        has_exclusions[self.exclusions["code"]] = True
         # Only pairs whose anchor or positive excludes something need the exclusion test.
         self.pair_has_exclusions = has_exclusions[self.anchor] | has_exclusions[self.positive]
 

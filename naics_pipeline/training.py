@@ -20,8 +20,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import IterableDataset
 
-from naics_pipeline.evaluation import (evaluate_embeddings, exclusion_references, exclusion_wins, held_out_links,
-                                       lorentz_pairwise, retrieval_accuracy)
+from naics_pipeline.evaluation import evaluate_embeddings, exclusion_references, held_out_links, retrieval_accuracy
 from naics_pipeline.model import ModelConfig, NaicsEmbedder, exclusion_hinge, info_nce
 from naics_pipeline.sampling import Sampler, SamplingIndex
 from naics_pipeline.storage import atomic_path
@@ -141,12 +140,11 @@ def _mean(values: list[torch.Tensor]) -> float:
     return float(torch.stack([v.float() for v in values]).mean())
 
 
-def exclusion_tensors(descriptions: pa.Table, keep: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Exclusion links (those in `keep`, default all) with their reference codes padded into a matrix
-    (mask marks the real ones)."""
-    code, excluded, refs = exclusion_references(descriptions)
-    if keep is not None:
-        code, excluded, refs = code[keep], excluded[keep], [r for r, k in zip(refs, keep) if k]
+def exclusion_tensors(links, keep: np.ndarray) -> dict[str, np.ndarray]:
+    """The exclusion links (exclusion_references' output) selected by `keep`, with their reference
+    codes padded into a matrix (mask marks the real ones)."""
+    code, excluded, refs = links
+    code, excluded, refs = code[keep], excluded[keep], [r for r, k in zip(refs, keep) if k]
     width = max((len(r) for r in refs), default=1)
     ref = np.zeros((len(refs), width), np.int64)
     mask = np.zeros((len(refs), width), bool)
@@ -311,10 +309,11 @@ def train_stage(stage: str, index_dir: Path, embeddings: TextEmbeddings, descrip
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     # The guide keeps exclusions out of early stages: the hinge follows the curriculum's bucket 8.
     with_exclusions = 8 in index.meta["curriculum"]["difficulty_buckets"] and cfg.exclusion_weight > 0
-    held = held_out_links(len(exclusion_references(descriptions)[0]), cfg.exclusion_holdout, cfg.seed)
+    links = exclusion_references(descriptions)
+    held = held_out_links(len(links[0]), cfg.exclusion_holdout, cfg.seed)
     module = NaicsContrastive(model_cfg.to_dict(), cfg.learning_rate, cfg.weight_decay, cfg.warmup_fraction,
                               embeddings.channels, embeddings.present, levels,
-                              exclusion_tensors(descriptions, ~held) if with_exclusions else None,
+                              exclusion_tensors(links, ~held) if with_exclusions else None,
                               cfg.exclusion_weight, cfg.exclusion_margin)
     if init_from is not None and not resume:
         prev, _ = load_model(init_from)
@@ -344,12 +343,7 @@ def train_stage(stage: str, index_dir: Path, embeddings: TextEmbeddings, descrip
     if trainer.is_global_zero:
         model = module.model.float()
         points, routing = embed_all(model, embeddings, levels)
-        metrics = evaluate_embeddings(points, descriptions, model_cfg.curvature)
-        if held.any():
-            wins = exclusion_wins(lorentz_pairwise(points, model_cfg.curvature), descriptions)
-            metrics["exclusion_separation_seen"] = float(wins[~held].mean())
-            metrics["exclusion_separation_unseen"] = float(wins[held].mean())
-            metrics["exclusion_links_unseen"] = int(held.sum())
+        metrics = evaluate_embeddings(points, descriptions, model_cfg.curvature, held)
         metrics.update(routing)
         metrics["moe_collapse"] = routing["load_balancing_loss"] > COLLAPSE_THRESHOLD
         if len(embeddings.holdout_codes):

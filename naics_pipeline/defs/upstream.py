@@ -49,17 +49,16 @@ def _resource_config(context: dg.AssetExecutionContext) -> dict:
     return {"resources": out}
 
 
-def materialize_missing_upstream(context: dg.AssetExecutionContext, enabled: bool) -> list[str]:
-    """Returns the asset keys it materialized (empty when nothing was missing)."""
+def materialize_missing_upstream(context: dg.AssetExecutionContext, enabled: bool) -> None:
     if PARENT_RUN_TAG in context.run.tags:
-        return []  # a child run: its selection already holds every missing ancestor, in order
+        return  # a child run: its selection already holds every missing ancestor, in order
     location = _location(context)
     if location is None:
-        return []
+        return
     graph, job = location
     missing = missing_ancestors(context, graph)
     if not missing:
-        return []
+        return
     names = [k.to_user_string() for k in missing]
     me = context.assets_def.key.to_user_string() if len(context.assets_def.keys) == 1 else "this step"
     if not enabled:
@@ -67,7 +66,7 @@ def materialize_missing_upstream(context: dg.AssetExecutionContext, enabled: boo
             f"{me} needs {', '.join(names)}, never materialized in this Dagster instance. Materialize "
             f"the whole upstream with: dagster asset materialize --select '*{me}' -m naics_pipeline "
             "(or set NAICS_BUILD_MISSING_UPSTREAM=1 to have it done here)")
-    # A multi-asset that cannot be subset (naics_descriptions + naics_index_holdout) runs whole.
+    # A multi-asset that cannot be subset has to run whole (ours are all subsettable; this keeps it so).
     keys = sorted(dg.AssetSelection.assets(*missing).required_multi_asset_neighbors().resolve(graph),
                   key=lambda k: k.to_user_string())
     context.log.warning(f"{me}: upstream never materialized: {', '.join(names)}; materializing "
@@ -79,4 +78,3 @@ def materialize_missing_upstream(context: dg.AssetExecutionContext, enabled: boo
         raise dg.Failure(f"{me}: materializing its missing upstream ({', '.join(names)}) failed in run "
                          f"{result.run_id}; see that run's logs")
     context.log.info(f"upstream materialized in run {result.run_id}")
-    return [k.to_user_string() for k in keys]
