@@ -8,7 +8,7 @@ SHARED_NAICS := $(abspath ../shared/naics/2022)
 # Real Census files when they sit beside the checkout, else the offline packaged default.
 export NAICS_SOURCE ?= $(if $(wildcard $(SHARED_NAICS)/*.xlsx),$(SHARED_NAICS),packaged)
 
-.PHONY: setup demo test data dev bench clean
+.PHONY: setup lint demo test data dev bench clean
 
 setup: $(VENV)/.installed
 
@@ -30,7 +30,11 @@ data: setup $(DAGSTER_HOME)
 dev: setup $(DAGSTER_HOME)
 	$(BIN)/dagster dev -w workspace.yaml
 
-test: setup
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/dg check defs
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 bench: setup

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyarrow.parquet as pq  # noqa: E402
 
-from naics_pipeline import pipeline, quality  # noqa: E402
+from naics_pipeline.data import pipeline, quality  # noqa: E402
 from naics_pipeline.layout import Layout  # noqa: E402
 
 DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "shared" / "naics" / "2022"
@@ -43,7 +43,7 @@ def main() -> None:
     checks_s = time.perf_counter() - t
     total = time.perf_counter() - t0
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"| stage | rows | seconds | rows/s | MB on disk |\n|---|---:|---:|---:|---:|")
+    print("| stage | rows | seconds | rows/s | MB on disk |\n|---|---:|---:|---:|---:|")
     for s in steps:
         print(f"| {s.name} | {s.rows:,} | {s.seconds:.2f} | {s.rows / s.seconds:,.0f} | {s.megabytes:.1f} |")
     print(f"| all 7 checks ({sum(o.passed for o in outcomes)}/7 passed) | | {checks_s:.2f} | | |")

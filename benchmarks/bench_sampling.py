@@ -18,10 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyarrow.parquet as pq  # noqa: E402
 
-from naics_pipeline import pipeline  # noqa: E402
-from naics_pipeline.curricula import load_curricula  # noqa: E402
+from naics_pipeline.curricula.config import load_curricula  # noqa: E402
+from naics_pipeline.curricula.sampling import Sampler, SamplingIndex, build_index  # noqa: E402
+from naics_pipeline.data import pipeline  # noqa: E402
 from naics_pipeline.layout import Layout  # noqa: E402
-from naics_pipeline.sampling import Sampler, SamplingIndex, build_index  # noqa: E402
 from naics_pipeline.settings import REPO_ROOT  # noqa: E402
 
 SOURCE = Path(__file__).resolve().parents[2] / "shared" / "naics" / "2022"
@@ -44,7 +44,7 @@ def main() -> None:
         build_s = time.perf_counter() - t
         total += build_s
         sampler = Sampler(SamplingIndex(layout.sampling_index(name)), batch_size=4096)
-        for batch in sampler.epoch(10_000):   # warm-up epoch, not timed
+        for _ in sampler.epoch(10_000):   # warm-up epoch, not timed
             pass
         # At least 1M samples, so small indexes are timed over many epochs, not one batch.
         epochs = max(args.epochs, -(-1_000_000 // len(sampler.index)))

@@ -18,21 +18,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyarrow.parquet as pq  # noqa: E402
 
-from naics_pipeline.curricula import load_plan  # noqa: E402
+from naics_pipeline.curricula.config import load_plan  # noqa: E402
 from naics_pipeline.layout import Layout  # noqa: E402
-from naics_pipeline.model import ModelConfig  # noqa: E402
 from naics_pipeline.settings import REPO_ROOT  # noqa: E402
-from naics_pipeline.text_encoder import TextEmbeddings  # noqa: E402
-from naics_pipeline.training import TrainConfig, train_stage  # noqa: E402
+from naics_pipeline.text.encoder import TextEmbeddings  # noqa: E402
+from naics_pipeline.training.loop import TrainConfig, train_stage  # noqa: E402
+from naics_pipeline.training.model import ModelConfig  # noqa: E402
 
 SOURCE = Path(__file__).resolve().parents[2] / "shared" / "naics" / "2022"
 
 
 def prepare(root: Path, encoder: str) -> None:
-    from naics_pipeline import pipeline
-    from naics_pipeline.curricula import load_curricula
-    from naics_pipeline.sampling import build_index
-    from naics_pipeline.text_encoder import build_text_embeddings
+    from naics_pipeline.curricula.config import load_curricula
+    from naics_pipeline.curricula.sampling import build_index
+    from naics_pipeline.data import pipeline
+    from naics_pipeline.text.encoder import build_text_embeddings
 
     layout = Layout(root)
     pipeline.build_data(layout, str(SOURCE))

@@ -1,10 +1,18 @@
 """naics-pipeline: NAICS taxonomy -> hardness-labelled triplets -> curriculum-trained embeddings.
 
-The core modules import nothing from dagster, so they run where dagster is not installed (the GPU
-machine); the Dagster definitions are loaded only when dagster is importable.
+The core subpackages (data, curricula, text, training, report) import nothing from dagster, so they
+run where dagster is not installed (the GPU machine). The Dagster code location lives in
+naics_pipeline.definitions; `-m naics_pipeline` finds it here as `defs`, imported only when asked for.
 """
-try:
-    from naics_pipeline.defs import defs  # noqa: F401
-except ModuleNotFoundError as exc:  # pragma: no cover - exercised on machines without dagster
-    if exc.name not in ("dagster", "pydantic"):
-        raise
+
+
+def __getattr__(name: str):
+    if name == "defs":
+        from naics_pipeline.definitions import defs
+
+        return defs
+    raise AttributeError(f"module 'naics_pipeline' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), "defs"])

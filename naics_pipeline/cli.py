@@ -15,9 +15,9 @@ from naics_pipeline.settings import storage_root
 
 def nearest(text: str, root: Path, k: int = 10, level: int | None = 6, stage: str | None = None,
             encoder_name: str | None = None) -> list[dict]:
-    from naics_pipeline.evaluation import lorentz_distances
-    from naics_pipeline.text_encoder import make_encoder, query_features
-    from naics_pipeline.training import embed_queries, load_model
+    from naics_pipeline.text.encoder import make_encoder, query_features
+    from naics_pipeline.training.loop import embed_queries, load_model
+    from naics_pipeline.training.lorentz import pairwise_distance
 
     layout = Layout(Path(root))
     stages = sorted(p for p in (layout.root / "training").glob("stage_*") if (p / "model.pt").is_file())
@@ -32,7 +32,7 @@ def nearest(text: str, root: Path, k: int = 10, level: int | None = 6, stage: st
     channels, present = query_features(encoder, [text])
     query = embed_queries(model, channels, present, level or 6)
     points = np.array(table.column("coordinates").to_pylist(), np.float64)
-    dist = lorentz_distances(query, points, blob["model_config"]["curvature"])[0]
+    dist = pairwise_distance(query, points, blob["model_config"]["curvature"])[0]
     levels = table.column("level").to_numpy()
     order = [i for i in np.argsort(dist) if level is None or levels[i] == level][:k]
     codes, titles = table.column("code").to_pylist(), table.column("title").to_pylist()

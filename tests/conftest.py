@@ -22,3 +22,14 @@ def real_naics() -> Path:
     if not (REAL_NAICS / "2-6 digit_2022_Codes.xlsx").is_file():
         pytest.skip(f"real Census files not found at {REAL_NAICS}")
     return REAL_NAICS
+
+
+def data_definitions():
+    """The data graph's assets and checks (source -> triplets), for runs over generated files."""
+    import dagster as dg
+
+    from naics_pipeline.defs import checks
+    from naics_pipeline.defs.assets import source, tables
+
+    return (list(dg.load_assets_from_modules([source, tables])),
+            list(dg.load_asset_checks_from_modules([checks])))

@@ -1,8 +1,14 @@
 import pytest
 import yaml
 
-from naics_pipeline.curricula import (CurriculumError, load_curricula, load_curriculum, load_plan,
-                                      parse_curriculum, plan_warnings)
+from naics_pipeline.curricula.config import (
+    CurriculumError,
+    load_curricula,
+    load_curriculum,
+    load_plan,
+    parse_curriculum,
+    plan_warnings,
+)
 from naics_pipeline.settings import REPO_ROOT
 
 GOOD = {"name": "x", "positive_levels": [6], "positive_distance_max": 2.0, "difficulty_buckets": [1, 2],
@@ -11,7 +17,8 @@ GOOD = {"name": "x", "positive_levels": [6], "positive_distance_max": 2.0, "diff
 
 @pytest.mark.parametrize("change, field, message", [
     ({"colour": "red"}, "colour", "unknown key"),
-    ({"difficulty_buckets": [1, 9], "bucket_percentages": {1: 0.5, 9: 0.5}}, "difficulty_buckets", "outside hardness 1..8"),
+    ({"difficulty_buckets": [1, 9], "bucket_percentages": {1: 0.5, 9: 0.5}}, "difficulty_buckets",
+     "outside hardness 1..8"),
     ({"bucket_percentages": {1: 0.875, 3: 0.125}}, "bucket_percentages", "differ from difficulty_buckets"),
     ({"bucket_percentages": {1: 0.8, 2: 0.1}}, "bucket_percentages", "sum to 0.900000, not 1"),
     ({"k_negatives": 0}, "k_negatives", "integer >= 1"),
@@ -77,5 +84,6 @@ def test_anti_pattern_warnings(tmp_path):
 def test_plan_errors(tmp_path):
     (tmp_path / "a.yaml").write_text(yaml.safe_dump(GOOD))
     (tmp_path / "stages.yaml").write_text(yaml.safe_dump({"stages": [{"curriculum": "nope", "epochs": 1}]}))
-    with pytest.raises(CurriculumError, match=r"stages.yaml: field 'stages\[0\].curriculum': unknown curriculum 'nope'"):
+    with pytest.raises(CurriculumError,
+                       match=r"stages.yaml: field 'stages\[0\].curriculum': unknown curriculum 'nope'"):
         load_plan(tmp_path)

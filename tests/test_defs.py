@@ -3,18 +3,20 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from naics_pipeline.defs import DATA_ASSETS, build_defs, defs
-from naics_pipeline.defs.checks_data import DATA_CHECKS
+from naics_pipeline.data.snapshot import load_snapshot
+from naics_pipeline.definitions import build_defs
 from naics_pipeline.defs.resources import SourceResource, StorageResource, TrainingResource
 from naics_pipeline.defs.upstream import PARENT_RUN_TAG
-from naics_pipeline.snapshot import load_snapshot
+from tests.conftest import data_definitions
+
+DATA_ASSETS, DATA_CHECKS = data_definitions()
 
 
-def materialize_data(root, location, expect_2022=True):
+def materialize_data(root, location):
     result = dg.materialize(
         [*DATA_ASSETS, *DATA_CHECKS],
         resources={"storage": StorageResource(root=str(root)),
-                   "source": SourceResource(location=str(location), expect_naics_2022=expect_2022)},
+                   "source": SourceResource(location=str(location))},
         instance=dg.DagsterInstance.ephemeral(),
     )
     assert result.success
@@ -31,13 +33,13 @@ def metadata(result, key):
 
 
 def test_definitions_load():
-    names = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    names = {k.to_user_string() for k in build_defs().resolve_asset_graph().get_all_asset_keys()}
     assert {"naics_source", "naics_descriptions", "naics_index_holdout", "naics_graph", "naics_distances",
             "naics_triplets"} <= names
 
 
 def test_data_graph_on_generated_files(census_dir, tmp_path):
-    result = materialize_data(tmp_path / "store", census_dir, expect_2022=False)
+    result = materialize_data(tmp_path / "store", census_dir)
     src = load_snapshot(tmp_path / "store" / "source")
     mats = [m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey("naics_source")]
     assert mats[0].materialization.tags["dagster/data_version"] == src.data_version
@@ -90,7 +92,7 @@ def test_packaged_default_runs_end_to_end(tmp_path):
 
 def test_minilm_encoder_runs_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from naics_pipeline.text_encoder import make_encoder
+    from naics_pipeline.text.encoder import make_encoder
 
     enc = make_encoder("minilm", device="cpu")
     vecs = enc.encode(["Soybean farming", "Soy bean growing", "Custom computer programming"])
@@ -101,8 +103,7 @@ def test_minilm_encoder_runs_offline(monkeypatch):
 def test_custom_curriculum_yaml_becomes_an_asset(census_dir, tmp_path, monkeypatch):
     import shutil
 
-    from naics_pipeline.defs import build_defs
-    from naics_pipeline.defs.assets_curricula import curriculum_assets
+    from naics_pipeline.defs.assets.curricula import curriculum_assets
     from naics_pipeline.settings import REPO_ROOT
 
     folder = tmp_path / "curricula"
@@ -117,7 +118,7 @@ def test_custom_curriculum_yaml_becomes_an_asset(census_dir, tmp_path, monkeypat
     result = dg.materialize(
         [*DATA_ASSETS, *custom],
         resources={"storage": StorageResource(root=str(tmp_path / "store")),
-                   "source": SourceResource(location=str(census_dir), expect_naics_2022=False)},
+                   "source": SourceResource(location=str(census_dir))},
         instance=dg.DagsterInstance.ephemeral())
     assert result.success
     meta = metadata(result, "sampling_index_my_experiment")
@@ -126,24 +127,30 @@ def test_custom_curriculum_yaml_becomes_an_asset(census_dir, tmp_path, monkeypat
 
 
 def test_invalid_curriculum_fails_definitions_with_file_and_field(tmp_path, monkeypatch):
-    from naics_pipeline.curricula import CurriculumError
-    from naics_pipeline.defs import build_defs
+    from naics_pipeline.curricula.config import CurriculumError
 
     (tmp_path / "bad.yaml").write_text("name: bad\npositive_levels: [6]\ndifficulty_buckets: [1, 2]\n"
                                        "bucket_percentages: {1: 0.5, 2: 0.4}\nk_negatives: 16\n")
     monkeypatch.setenv("NAICS_CURRICULA_DIR", str(tmp_path))
-    with pytest.raises(CurriculumError, match="bad.yaml: field 'bucket_percentages': shares sum to 0.900000"):
+    with pytest.raises(Exception) as failure:
         build_defs()
+    causes, exc = [], failure.value
+    while exc is not None:
+        causes.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    bad = [e for e in causes if isinstance(e, CurriculumError)]
+    assert bad and "bad.yaml: field 'bucket_percentages': shares sum to 0.900000" in str(bad[0])
 
 
-def test_missing_upstream_is_materialized_first(census_dir, tmp_path):
+def test_missing_upstream_is_materialized_first(census_dir, tmp_path, monkeypatch):
+    """Like `--select naics_graph,naics_distances` from a fresh instance: one layer up, with naics_source
+    and naics_descriptions never materialized (the CLI runs the implicit job with an asset selection)."""
     instance = dg.DagsterInstance.ephemeral()
-    resources = {"storage": StorageResource(root=str(tmp_path / "store")),
-                 "source": SourceResource(location=str(census_dir), expect_naics_2022=False)}
-    # Like `--select +naics_distances` from a fresh clone: one layer up, with naics_source and
-    # naics_descriptions never materialized.
-    result = dg.materialize([*DATA_ASSETS, *DATA_CHECKS], selection=["naics_graph", "naics_distances"],
-                            resources=resources, instance=instance)
+    monkeypatch.setenv("NAICS_STORAGE_ROOT", str(tmp_path / "store"))
+    monkeypatch.setenv("NAICS_SOURCE", str(census_dir))
+    job = build_defs().resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("naics_graph"),
+                                                                        dg.AssetKey("naics_distances")])
     assert result.success
     children = instance.get_run_records(dg.RunsFilter(tags={PARENT_RUN_TAG: result.run_id}))
     assert len(children) == 1 and children[0].dagster_run.status == dg.DagsterRunStatus.SUCCESS
@@ -157,17 +164,15 @@ def test_missing_upstream_is_materialized_first(census_dir, tmp_path):
         child_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)}
     assert "descriptions_unique_codes" in checked
     # Nothing is missing now: a second run starts no child run.
-    again = dg.materialize([*DATA_ASSETS, *DATA_CHECKS], selection=["naics_distances"], resources=resources,
-                           instance=instance)
+    again = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("naics_distances")])
     assert len(instance.get_run_records(dg.RunsFilter(tags={PARENT_RUN_TAG: again.run_id}))) == 0
 
 
-def test_missing_upstream_can_be_an_error_instead(census_dir, tmp_path):
-    resources = {"storage": StorageResource(root=str(tmp_path / "store"), build_missing_upstream=False),
-                 "source": SourceResource(location=str(census_dir), expect_naics_2022=False)}
-    result = dg.materialize([*DATA_ASSETS, *DATA_CHECKS], selection=["naics_graph"], resources=resources,
-                            instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
-    assert not result.success
-    failure = [e for e in result.all_events if e.is_step_failure][0]
-    message = failure.step_failure_data.error.message
-    assert "naics_descriptions" in message and "--select '*naics_graph'" in message
+def test_missing_upstream_can_be_an_error_instead(census_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("NAICS_STORAGE_ROOT", str(tmp_path / "store"))
+    monkeypatch.setenv("NAICS_SOURCE", str(census_dir))
+    monkeypatch.setenv("NAICS_BUILD_MISSING_UPSTREAM", "0")
+    job = build_defs().resolve_implicit_global_asset_job_def()
+    with pytest.raises(Exception, match=r"need naics_descriptions, naics_source, never materialized.*"
+                                        r"--select '\*naics_graph'"):
+        job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), asset_selection=[dg.AssetKey("naics_graph")])

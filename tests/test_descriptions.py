@@ -1,7 +1,6 @@
-import pyarrow as pa
 
-from naics_pipeline.descriptions import build_descriptions, clean_text, codes_in_text, is_lineal, split_holdout
-from naics_pipeline.source import fetch_source
+from naics_pipeline.data.descriptions import build_descriptions, clean_text, codes_in_text, is_lineal, split_holdout
+from naics_pipeline.data.source import fetch_source
 
 
 def rows(census_dir, tmp_path):
@@ -59,7 +58,8 @@ def test_split_holdout_keeps_one_and_takes_a_fifth():
 
 def test_clean_text_and_code_parsing():
     assert clean_text("NULL") == ""
-    assert clean_text("The Sector as a Whole\n\nText  here.\n\nCross-References. Establishments primarily engaged in--") == "Text here."
+    raw = "The Sector as a Whole\n\nText  here.\n\nCross-References. Establishments primarily engaged in--"
+    assert clean_text(raw) == "Text here."
     valid = {"31", "312", "541512", "22"}
     assert codes_in_text("see Sectors 31-33 and Industry 541512, and 312.", valid, own="22") == ["31", "541512", "312"]
     # References into the code's own lineage (its ancestors or descendants) are not exclusions.

@@ -13,27 +13,31 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from naics_pipeline.defs import DATA_ASSETS, data_job
-from naics_pipeline.defs.automation import build_source_sensor
-from naics_pipeline.defs.checks_data import DATA_CHECKS
-from naics_pipeline.defs.resources import SourceResource, StorageResource
+from naics_pipeline.definitions import build_defs
+from naics_pipeline.defs.jobs import refresh_job
+from naics_pipeline.defs.resources import AutomationResource, SourceResource, StorageResource
+from naics_pipeline.defs.sensors import naics_source_sensor
 from naics_pipeline.settings import REPO_ROOT
 from tests.census_fixtures import write_census_folder
+from tests.conftest import data_definitions
+
+DATA_ASSETS, DATA_CHECKS = data_definitions()
 
 
 def tick(defs: dg.Definitions, instance, cursor=None):
     sensor = defs.resolve_sensor_def("naics_source_sensor")
     ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
-                                  resources={"source": defs.resources["source"]})
+                                  resources={k: defs.resources[k] for k in ("source", "automation")})
     result = sensor.evaluate_tick(ctx)
     return result, ctx.cursor
 
 
 def make_defs(root: Path, location) -> dg.Definitions:
-    return dg.Definitions(assets=DATA_ASSETS, asset_checks=DATA_CHECKS, jobs=[data_job],
-                          sensors=[build_source_sensor(data_job)],
+    return dg.Definitions(assets=DATA_ASSETS, asset_checks=DATA_CHECKS, jobs=[refresh_job],
+                          sensors=[naics_source_sensor],
                           resources={"storage": StorageResource(root=str(root)),
-                                     "source": SourceResource(location=str(location), expect_naics_2022=False)})
+                                     "source": SourceResource(location=str(location)),
+                                     "automation": AutomationResource()})
 
 
 def data_version(instance) -> str:
@@ -44,7 +48,7 @@ def data_version(instance) -> str:
 def test_change_file_then_sensor_requests_run_with_new_data_version(census_dir, tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     defs = make_defs(tmp_path / "store", census_dir)
-    job = defs.resolve_job_def("data_job")
+    job = defs.resolve_job_def("refresh_job")
     assert job.execute_in_process(instance=instance).success
     first = data_version(instance)
 
@@ -78,7 +82,7 @@ def test_unreachable_source_is_a_logged_skip(tmp_path, caplog):
 def test_sigkill_mid_write_leaves_no_table_and_rerun_succeeds(tmp_path):
     """Kill the triplet build (2,125 packaged codes, ~30 s) a few seconds in; nothing half-written
     is visible, and the rerun cleans the temporary and writes a table that passes its check."""
-    from naics_pipeline import pipeline, quality
+    from naics_pipeline.data import pipeline, quality
     from naics_pipeline.layout import Layout
     from naics_pipeline.storage import clean_stale_temporaries
 
@@ -86,7 +90,7 @@ def test_sigkill_mid_write_leaves_no_table_and_rerun_succeeds(tmp_path):
     pipeline.step_source(layout, "packaged")
     for step in (pipeline.step_descriptions(layout), pipeline.step_graph(layout), pipeline.step_distances(layout)):
         assert step.rows
-    code = ("import sys; from pathlib import Path; from naics_pipeline import pipeline; "
+    code = ("import sys; from pathlib import Path; from naics_pipeline.data import pipeline; "
             "from naics_pipeline.layout import Layout; pipeline.step_triplets(Layout(Path(sys.argv[1])))")
     proc = subprocess.Popen([sys.executable, "-c", code, str(layout.root)], cwd=REPO_ROOT)
     deadline = time.time() + 60
@@ -104,7 +108,6 @@ def test_sigkill_mid_write_leaves_no_table_and_rerun_succeeds(tmp_path):
 
 
 def test_changed_curriculum_changes_only_its_own_code_version(tmp_path, monkeypatch):
-    from naics_pipeline.defs import build_defs
 
     folder = tmp_path / "curricula"
     shutil.copytree(REPO_ROOT / "curricula", folder)
@@ -137,7 +140,6 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium; .ci/run does)")
 def test_ui_lists_every_asset_and_check_and_renders(tmp_path):
-    from naics_pipeline.defs import defs
 
     port = _free_port()
     env = dict(os.environ, DAGSTER_HOME=str(tmp_path / "home"), NAICS_STORAGE_ROOT=str(tmp_path / "store"))
@@ -159,7 +161,7 @@ def test_ui_lists_every_asset_and_check_and_renders(tmp_path):
         data = _graphql(port, "{ assetNodes { assetKey { path } groupName "
                               "assetChecksOrError { ... on AssetChecks { checks { name } } } } }")
         listed = {"/".join(n["assetKey"]["path"]) for n in data["assetNodes"]}
-        graph = defs.resolve_asset_graph()
+        graph = build_defs().resolve_asset_graph()
         assert listed == {k.to_user_string() for k in graph.get_all_asset_keys()}
         checks = {c["name"] for n in data["assetNodes"] for c in n["assetChecksOrError"].get("checks", [])}
         assert checks == {key.name for c in DATA_CHECKS for key in c.check_keys}

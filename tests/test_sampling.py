@@ -5,10 +5,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from naics_pipeline import pipeline
-from naics_pipeline.curricula import parse_curriculum
+from naics_pipeline.curricula.config import parse_curriculum
+from naics_pipeline.curricula.sampling import Sampler, SamplingError, SamplingIndex, build_index, simulate_epoch
+from naics_pipeline.data import pipeline
 from naics_pipeline.layout import Layout
-from naics_pipeline.sampling import Sampler, SamplingError, SamplingIndex, build_index, simulate_epoch
 from tests.census_fixtures import synthetic_codes, write_census_folder
 
 

@@ -5,9 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from naics_pipeline.descriptions import build_descriptions
-from naics_pipeline.source import FILE_NAMES, SourceError, fetch_source
-from tests.census_fixtures import CODES, census_rows, write_census_folder, xlsx_bytes
+from naics_pipeline.data.descriptions import build_descriptions
+from naics_pipeline.data.source import SourceError, fetch_source, file_names
+from tests.census_fixtures import CODES, TEST_VINTAGE, census_rows, write_census_folder, xlsx_bytes
+
+FILE_NAMES = file_names(TEST_VINTAGE)
 
 
 def build(folder: Path, tmp_path: Path):
@@ -16,20 +18,20 @@ def build(folder: Path, tmp_path: Path):
 
 def test_missing_file_is_named(census_dir, tmp_path):
     (census_dir / FILE_NAMES["index"]).unlink()
-    with pytest.raises(SourceError, match="missing source file: .*2022_NAICS_Index_File.xlsx"):
+    with pytest.raises(SourceError, match="missing source file: .*2099_NAICS_Index_File.xlsx"):
         build(census_dir, tmp_path)
 
 
 def test_corrupt_workbook_is_named(census_dir, tmp_path):
     (census_dir / FILE_NAMES["descriptions"]).write_bytes(b"not a zip at all")
-    with pytest.raises(SourceError, match="2022_NAICS_Descriptions.xlsx: cannot read as an xlsx"):
+    with pytest.raises(SourceError, match="2099_NAICS_Descriptions.xlsx: cannot read as an xlsx"):
         build(census_dir, tmp_path)
 
 
 def test_missing_column_names_file_sheet_and_column(census_dir, tmp_path):
     rows = census_rows()["codes"]
     (census_dir / FILE_NAMES["codes"]).write_bytes(xlsx_bytes([[r[0], r[1]] for r in rows], sheet="tbl"))
-    with pytest.raises(SourceError, match=r"2-6 digit_2022_Codes.xlsx \[sheet 'tbl'\]: missing column 'title'"):
+    with pytest.raises(SourceError, match=r"2-6 digit_2099_Codes.xlsx \[sheet 'tbl'\]: missing column 'title'"):
         build(census_dir, tmp_path)
 
 
@@ -53,13 +55,13 @@ def test_non_numeric_code_names_row(tmp_path):
 
 def test_index_entry_for_unknown_code(tmp_path):
     folder = write_census_folder(tmp_path / "c", index={"999999": ["ghost"]})
-    with pytest.raises(SourceError, match="2022_NAICS_Index_File.xlsx row 2: index entry for unknown code 999999"):
+    with pytest.raises(SourceError, match="2099_NAICS_Index_File.xlsx row 2: index entry for unknown code 999999"):
         build(folder, tmp_path)
 
 
 def test_sha256_and_data_version_track_content(census_dir, tmp_path):
     a = fetch_source(str(census_dir), tmp_path)
-    assert set(a.sha256) == {"codes", "descriptions", "index"}
+    assert set(a.sha256) == {"codes", "descriptions", "index"} and a.vintage == TEST_VINTAGE
     assert all(len(h) == 64 for h in a.sha256.values())
     write_census_folder(census_dir, index={"111110": ["Soybean farming", "changed"]})
     b = fetch_source(str(census_dir), tmp_path)
@@ -95,7 +97,7 @@ def test_url_source_downloads_files(census_dir, tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        src = fetch_source(f"http://127.0.0.1:{server.server_port}/", tmp_path / "dl")
+        src = fetch_source(f"http://127.0.0.1:{server.server_port}/", tmp_path / "dl", vintage=TEST_VINTAGE)
     finally:
         server.shutdown()
     assert not src.packaged

@@ -1,18 +1,16 @@
 """Graph, distances and triplets on the generated tree, against brute-force recomputation."""
 import itertools
-from pathlib import Path
 
 import duckdb
 import networkx as nx
 import pytest
 
-from naics_pipeline import quality
-from naics_pipeline.descriptions import build_descriptions
-from naics_pipeline.distances import distances_table, tree_arrays
-from naics_pipeline.graph import ROOT, build_graph, tree_problems
-from naics_pipeline.source import fetch_source
-from naics_pipeline.triplets import build_triplets
-from tests.census_fixtures import write_census_folder
+from naics_pipeline.data import quality
+from naics_pipeline.data.descriptions import build_descriptions
+from naics_pipeline.data.distances import distances_table, tree_arrays
+from naics_pipeline.data.graph import ROOT, build_graph, tree_problems
+from naics_pipeline.data.source import fetch_source
+from naics_pipeline.data.triplets import build_triplets
 
 
 @pytest.fixture
@@ -92,7 +90,8 @@ def test_triplets_equal_brute_force(desc, tmp_path):
     dist = distances_table(tree_arrays(desc))
     built = build_triplets(dist, desc, tmp_path / "triplets")
     codes = desc.column("code").to_pylist()
-    got = duckdb.sql(f"SELECT * FROM read_parquet('{tmp_path}/triplets/**/*.parquet', hive_partitioning=true)").fetchall()
+    got = duckdb.sql(f"SELECT * FROM read_parquet('{tmp_path}/triplets/**/*.parquet', "
+                     "hive_partitioning=true)").fetchall()
     got = {(codes[a], codes[p], codes[n]): (float(pd), float(nd), float(df), u, e, h)
            for a, p, n, pd, nd, df, u, e, h in got}
     brute = brute_triplets(desc)
@@ -107,7 +106,7 @@ def test_triplets_write_is_atomic(desc, tmp_path, monkeypatch):
     target = tmp_path / "triplets"
     build_triplets(dist, desc, target)
     before = sorted(p.name for p in target.rglob("*.parquet"))
-    import naics_pipeline.triplets as T
+    import naics_pipeline.data.triplets as T
 
     def boom(*a, **k):
         raise RuntimeError("killed mid-write")
@@ -129,4 +128,4 @@ def test_checks_fail_on_bad_tables(desc, tmp_path):
     assert not quality.distances_consistent(tmp_path / "d.parquet", desc).passed
     pq.write_table(dist, tmp_path / "ok.parquet")
     assert quality.distances_consistent(tmp_path / "ok.parquet", desc).passed
-    assert not quality.descriptions_row_counts(desc).passed  # small tree is not the 2,125-code NAICS
+    assert not quality.descriptions_row_counts(desc, "2022").passed  # small tree is not the 2,125-code NAICS

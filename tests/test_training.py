@@ -10,16 +10,18 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from naics_pipeline import pipeline
-from naics_pipeline.curricula import parse_curriculum
-from naics_pipeline.distances import distance_matrix, tree_arrays
-from naics_pipeline.evaluation import evaluate_distances, held_out_links, ndcg_at_k, rankdata, spearman
+from naics_pipeline.curricula.config import parse_curriculum
+from naics_pipeline.curricula.sampling import build_index
+from naics_pipeline.data import pipeline
+from naics_pipeline.data.distances import distance_matrix, tree_arrays
 from naics_pipeline.layout import Layout
-from naics_pipeline.model import (ModelConfig, NaicsEmbedder, exclusion_hinge, expmap0, info_nce,
-                                  load_balancing_loss, lorentz_distance, lorentz_inner)
-from naics_pipeline.sampling import build_index
-from naics_pipeline.text_encoder import build_text_embeddings
-from naics_pipeline.training import TrainConfig, load_model, train_stage
+from naics_pipeline.text.encoder import build_text_embeddings
+from naics_pipeline.training.evaluation import evaluate_distances, held_out_links, ndcg_at_k, rankdata, spearman
+from naics_pipeline.training.loop import TrainConfig, load_model, train_stage
+from naics_pipeline.training.lorentz import distance as lorentz_distance
+from naics_pipeline.training.lorentz import expmap0
+from naics_pipeline.training.lorentz import inner as lorentz_inner
+from naics_pipeline.training.model import ModelConfig, NaicsEmbedder, exclusion_hinge, info_nce, load_balancing_loss
 from tests.census_fixtures import write_census_folder
 
 SMALL = ModelConfig(hidden_dim=32, embedding_dim=8)
@@ -52,7 +54,8 @@ def test_points_lie_on_the_hyperboloid(c):
                               torch.randint(2, 7, (n,)))
     assert points.shape == (n, 7) and usage.shape == (4,)
     assert points.dtype == torch.float64
-    assert torch.allclose(lorentz_inner(points, points), torch.full((n,), -1 / c, dtype=points.dtype), rtol=1e-9, atol=1e-9)
+    on_hyperboloid = torch.full((n,), -1 / c, dtype=points.dtype)
+    assert torch.allclose(lorentz_inner(points, points), on_hyperboloid, rtol=1e-9, atol=1e-9)
     assert (points[:, 0] > 0).all()
     # distance from the origin equals the tangent norm: d(o, exp_o(v)) = |v|
     v = torch.tensor([[0.3, 0.4, 0.0]])

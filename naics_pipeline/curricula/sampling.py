@@ -22,8 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from naics_pipeline.curricula import Curriculum
-from naics_pipeline.descriptions import exclusion_pairs
+from naics_pipeline.curricula.config import Curriculum
+from naics_pipeline.data.descriptions import exclusion_pairs
 from naics_pipeline.storage import atomic_path
 
 HARDNESS = range(1, 9)
@@ -38,7 +38,7 @@ class SamplingError(ValueError):
 # Building
 
 def _hardness_sql() -> str:
-    from naics_pipeline.triplets import HARDNESS_SQL  # imports duckdb
+    from naics_pipeline.data.triplets import HARDNESS_SQL  # imports duckdb
 
     return HARDNESS_SQL
 
@@ -94,7 +94,7 @@ def build_index(curriculum: Curriculum, descriptions: pa.Table, distances: Path,
     key = grp.astype(np.int64) * 8 + h
     for j, hh in enumerate(range(2, 9)):
         offsets[:, j] = np.searchsorted(key, np.arange(n_groups, dtype=np.int64) * 8 + hh)
-    pairs = con.sql(f"""
+    pairs = con.sql("""
         SELECT p.anchor, p.positive, (p.d2 / 2)::FLOAT AS positive_distance, g.grp
         FROM pairs0 p JOIN groups g ON g.anchor = p.anchor AND g.d2 = p.d2
         ORDER BY p.anchor, p.positive""").to_arrow_table()
@@ -333,13 +333,3 @@ def simulate_epoch(index: SamplingIndex, seed: int = 0, batch_size: int = 4096) 
         "shortfall": {h: int(sampler.shortfall[h]) for h in HARDNESS},
         "samples_per_second": len(index) / seconds if seconds else 0.0,
     }
-
-
-def mix_markdown(sim: dict, candidates: dict[int, int]) -> str:
-    lines = ["| Hardness | Candidates | Requested | Realized | Pairs short | Negatives moved away |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for h in HARDNESS:
-        if sim["requested"][h] or sim["realized"][h]:
-            lines.append(f"| {h} | {candidates[h]:,} | {100 * sim['requested'][h]:.2f}% | "
-                         f"{100 * sim['realized'][h]:.2f}% | {sim['fallback_pairs'][h]:,} | {sim['shortfall'][h]:,} |")
-    return "\n".join(lines)

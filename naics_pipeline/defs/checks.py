@@ -1,10 +1,11 @@
-"""Asset checks over the data tables (logic in naics_pipeline.quality)."""
+"""Asset checks over the data tables (logic in naics_pipeline.data.quality)."""
 
 import dagster as dg
 import pyarrow.parquet as pq
 
-from naics_pipeline import quality
-from naics_pipeline.defs.resources import SourceResource, StorageResource
+from naics_pipeline.data import quality
+from naics_pipeline.data.snapshot import load_snapshot
+from naics_pipeline.defs.resources import StorageResource
 
 
 def _result(outcome: quality.Outcome) -> dg.AssetCheckResult:
@@ -13,10 +14,10 @@ def _result(outcome: quality.Outcome) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset="naics_descriptions", blocking=True,
-                description="2,125 codes: 20 sectors, 96, 308, 689, 1,012 by level")
-def descriptions_row_counts(storage: StorageResource, source: SourceResource):
+                description="codes per level as the vintage's official shape (2022: 20/96/308/689/1,012)")
+def descriptions_row_counts(storage: StorageResource):
     desc = pq.read_table(storage.layout.descriptions)
-    return _result(quality.descriptions_row_counts(desc, source.expect_naics_2022))
+    return _result(quality.descriptions_row_counts(desc, load_snapshot(storage.layout.source_dir).vintage))
 
 
 @dg.asset_check(asset="naics_descriptions", blocking=True, description="code is a unique key")
@@ -34,11 +35,12 @@ def descriptions_excluded_codes_exist(storage: StorageResource):
     return _result(quality.descriptions_excluded_codes_exist(pq.read_table(storage.layout.descriptions)))
 
 
-@dg.asset_check(asset="naics_graph", blocking=True, description="a tree, every parent exists, 20 sectors")
-def graph_is_naics_tree(storage: StorageResource, source: SourceResource):
+@dg.asset_check(asset="naics_graph", blocking=True,
+                description="a tree, every parent exists, the vintage's sectors (20 in 2017 and 2022)")
+def graph_is_naics_tree(storage: StorageResource):
     layout = storage.layout
     return _result(quality.graph_is_naics_tree(pq.read_table(layout.graph_edges), pq.read_table(layout.descriptions),
-                                               20 if source.expect_naics_2022 else None))
+                                               quality.expected_sectors(load_snapshot(layout.source_dir).vintage)))
 
 
 @dg.asset_check(asset="naics_distances", blocking=True,

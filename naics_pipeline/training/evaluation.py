@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from naics_pipeline.descriptions import exclusion_pairs
-from naics_pipeline.distances import distance_matrix, tree_arrays
+from naics_pipeline.data.descriptions import exclusion_pairs
+from naics_pipeline.data.distances import distance_matrix, tree_arrays
+from naics_pipeline.training import lorentz
 
 NDCG_K = 10
 RELEVANCE_CUTOFF = 8.0  # relevance = max(0, 8 - tree distance): 8 is the farthest pair inside a sector
@@ -32,19 +33,7 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return pearson(rankdata(x), rankdata(y))
 
 
-def lorentz_distances(x: np.ndarray, y: np.ndarray, c: float) -> np.ndarray:
-    """(len(x), len(y)) Lorentz distances between two sets of hyperboloid points."""
-    x, y = x.astype(np.float64), y.astype(np.float64)
-    inner = -np.outer(x[:, 0], y[:, 0]) + x[:, 1:] @ y[:, 1:].T
-    return np.arccosh(np.maximum(-c * inner, 1.0)) / np.sqrt(c)
-
-
-def lorentz_pairwise(points: np.ndarray, c: float) -> np.ndarray:
-    return lorentz_distances(points, points, c)
-
-
 def ndcg_at_k(emb: np.ndarray, tree: np.ndarray, k: int = NDCG_K) -> float:
-    n = len(emb)
     e = emb.copy()
     np.fill_diagonal(e, np.inf)
     rel = np.maximum(RELEVANCE_CUTOFF - tree, 0.0)
@@ -61,7 +50,7 @@ def ndcg_at_k(emb: np.ndarray, tree: np.ndarray, k: int = NDCG_K) -> float:
 
 def evaluate_embeddings(points: np.ndarray, descriptions: pa.Table, c: float,
                         held_links: np.ndarray | None = None) -> dict:
-    return evaluate_distances(lorentz_pairwise(points, c), descriptions, held_links)
+    return evaluate_distances(lorentz.pairwise_distance(points, points, c), descriptions, held_links)
 
 
 def evaluate_distances(emb: np.ndarray, descriptions: pa.Table, held_links: np.ndarray | None = None) -> dict:
@@ -153,7 +142,7 @@ def retrieval_accuracy(query_points: np.ndarray, query_codes: list[str], points:
     codes = np.array(descriptions.column("code").to_pylist())
     sectors = np.array(descriptions.column("sector").to_pylist())
     six = np.nonzero(descriptions.column("level").to_numpy() == 6)[0]
-    top5 = six[np.argsort(lorentz_distances(query_points, points[six], c), axis=1)[:, :5]]
+    top5 = six[np.argsort(lorentz.pairwise_distance(query_points, points[six], c), axis=1)[:, :5]]
     truth = np.array(query_codes)
     sector_of = dict(zip(codes, sectors))
     true_sector = np.array([sector_of[t] for t in truth])

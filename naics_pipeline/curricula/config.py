@@ -90,7 +90,8 @@ def parse_curriculum(data, path: Path | str = "<curriculum>") -> Curriculum:
         _fail(path, "bucket_percentages", "must be a mapping bucket -> share")
     pct = {int(k) if str(k).isdigit() else k: v for k, v in pct.items()}
     if set(pct) != set(buckets):
-        _fail(path, "bucket_percentages", f"keys {sorted(pct, key=str)} differ from difficulty_buckets {sorted(buckets)}")
+        _fail(path, "bucket_percentages",
+              f"keys {sorted(pct, key=str)} differ from difficulty_buckets {sorted(buckets)}")
     for b, v in pct.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
             _fail(path, "bucket_percentages", f"share for bucket {b} must be a number >= 0, got {v!r}")

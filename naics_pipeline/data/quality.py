@@ -9,12 +9,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from naics_pipeline.distances import distance_matrix, tree_arrays
-from naics_pipeline.graph import graph_from_tables, tree_problems
+from naics_pipeline.data.distances import distance_matrix, tree_arrays
+from naics_pipeline.data.graph import graph_from_tables, tree_problems
 from naics_pipeline.storage import connect, parquet_glob
-from naics_pipeline.triplets import count_by_hardness
+from naics_pipeline.data.triplets import count_by_hardness
 
-EXPECTED_LEVELS = {2: 20, 3: 96, 4: 308, 5: 689, 6: 1012}
+# The official shape of each known vintage: codes per level (2 = sector).
+OFFICIAL_LEVELS = {
+    "2017": {2: 20, 3: 99, 4: 311, 5: 709, 6: 1057},
+    "2022": {2: 20, 3: 96, 4: 308, 5: 689, 6: 1012},
+}
 
 
 @dataclass
@@ -24,13 +28,20 @@ class Outcome:
     metadata: dict = field(default_factory=dict)
 
 
-def descriptions_row_counts(desc: pa.Table, expect_2022: bool = True) -> Outcome:
+def expected_sectors(vintage: str | None) -> int | None:
+    return OFFICIAL_LEVELS[vintage][2] if vintage in OFFICIAL_LEVELS else None
+
+
+def descriptions_row_counts(desc: pa.Table, vintage: str | None) -> Outcome:
+    """A known vintage is held to its official shape; any other tree only needs sectors."""
     levels = dict(zip(*np.unique(desc.column("level").to_numpy(), return_counts=True)))
     levels = {int(k): int(v) for k, v in levels.items()}
-    if expect_2022:
-        return Outcome(levels == EXPECTED_LEVELS, f"codes by level {levels} (expected {EXPECTED_LEVELS})",
-                       {"codes": desc.num_rows})
-    return Outcome(levels.get(2, 0) > 0, f"codes by level {levels}", {"codes": desc.num_rows})
+    meta = {"codes": desc.num_rows, "vintage": str(vintage)}
+    if vintage in OFFICIAL_LEVELS:
+        expected = OFFICIAL_LEVELS[vintage]
+        return Outcome(levels == expected, f"codes by level {levels} (NAICS {vintage}: {expected})", meta)
+    return Outcome(levels.get(2, 0) > 0, f"codes by level {levels} (no official shape known for vintage "
+                   f"{vintage}: structural checks only)", meta)
 
 
 def descriptions_unique_codes(desc: pa.Table) -> Outcome:

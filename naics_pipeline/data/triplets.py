@@ -18,16 +18,9 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from naics_pipeline.descriptions import exclusion_pairs
+from naics_pipeline.data.descriptions import exclusion_pairs
 from naics_pipeline.storage import atomic_path
 
-# The guide's reference table (its 263M-triplet dataset), shown next to our measured counts.
-GUIDE_TABLE = {
-    1: ("Unrelated", "246.3M", "93.36%"), 2: ("Distant", "379K", "0.14%"),
-    3: ("Moderate", "395K", "0.15%"), 4: ("Related", "827K", "0.31%"),
-    5: ("Close", "3.6M", "1.37%"), 6: ("Siblings", "12.2M", "4.61%"),
-    7: ("Very Hard", "4K", "0.00%"), 8: ("Exclusions", "125K", "0.05%"),
-}
 
 HARDNESS_SQL = """CASE WHEN n.d2 - p.d2 <= 1 THEN 7 WHEN n.d2 - p.d2 <= 2 THEN 6 WHEN n.d2 - p.d2 <= 4 THEN 5
     WHEN n.d2 - p.d2 <= 6 THEN 4 WHEN n.d2 - p.d2 <= 8 THEN 3 ELSE 2 END"""
@@ -137,15 +130,3 @@ def count_by_hardness(con: duckdb.DuckDBPyConnection, folder: Path) -> dict[int,
     rows = con.execute(f"""SELECT regexp_extract(file_name, 'hardness=(\\d+)', 1)::INT AS h, sum(num_rows)::BIGINT
         FROM parquet_file_metadata('{folder}/**/*.parquet') GROUP BY h ORDER BY h""").fetchall()
     return {h: n for h, n in rows}
-
-
-def hardness_markdown(counts: dict[int, int]) -> str:
-    total = sum(counts.values()) or 1
-    lines = ["| Hardness | Type | Rows (measured) | % (measured) | Guide count | Guide % |",
-             "|---|---|---:|---:|---:|---:|"]
-    for h in range(1, 9):
-        name, g_count, g_pct = GUIDE_TABLE[h]
-        n = counts.get(h, 0)
-        lines.append(f"| {h} | {name} | {n:,} | {100 * n / total:.2f}% | {g_count} | {g_pct} |")
-    lines.append(f"| **all** | | **{total:,}** | 100% | 263M+ | 100% |")
-    return "\n".join(lines)

