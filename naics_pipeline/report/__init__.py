@@ -1,0 +1,1 @@
+"""Markdown tables and PNG plots for asset metadata."""

@@ -1,0 +1,1 @@
+"""Text encoders and the per-code channel embeddings."""
