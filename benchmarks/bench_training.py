@@ -58,8 +58,6 @@ def main() -> None:
     ap.add_argument("--no-radius-by-level", action="store_true")
     ap.add_argument("--exclusion-weight", type=float, default=TrainConfig.exclusion_weight)
     ap.add_argument("--exclusion-margin", type=float, default=TrainConfig.exclusion_margin)
-    ap.add_argument("--exclusion-holdout", type=float, default=TrainConfig.exclusion_holdout,
-                    help="share of exclusion links kept out of the hinge; reports seen/unseen separation")
     ap.add_argument("--stages", default=None, help="comma-separated stage names to train (default: all)")
     ap.add_argument("--init-from", default=None, help="model.pt the first trained stage starts from")
     ap.add_argument("--run-name", default=None, help="train into ROOT/runs/NAME instead of ROOT")
@@ -82,8 +80,7 @@ def main() -> None:
         cfg = TrainConfig(epochs=max(1, round(stage.epochs * args.epochs_scale)), accelerator=args.accelerator,
                           devices=devices, strategy=args.strategy, batch_size=args.batch_size,
                           learning_rate=args.lr, progress_bar=False, gpu_epoch_multiplier=1,
-                          exclusion_weight=args.exclusion_weight, exclusion_margin=args.exclusion_margin,
-                          exclusion_holdout=args.exclusion_holdout)
+                          exclusion_weight=args.exclusion_weight, exclusion_margin=args.exclusion_margin)
         mcfg = ModelConfig(temperature=args.temperature, embedding_dim=args.embedding_dim,
                            radius_by_level=not args.no_radius_by_level)
         r = train_stage(stage.name, layout.sampling_index(stage.curriculum.name), emb, desc,

@@ -1,6 +1,8 @@
 """The real `dagster` CLI on a fresh Dagster instance, as a user types it."""
+import os
 import subprocess
 
+from naics_pipeline.settings import REPO_ROOT
 from tests.census_fixtures import write_census_folder
 from tests.dagster_server import DAGSTER_BIN, graphql, webserver
 
@@ -16,9 +18,6 @@ def test_select_stage_3_from_a_fresh_instance_leaves_nothing_stale(tmp_path):
            "NAICS_SOURCE": str(write_census_folder(tmp_path / "census")), "NAICS_ENCODER": "hashing",
            "NAICS_EPOCHS": "1", "NAICS_BATCH_SIZE": "64", "NAICS_MAX_PAIRS_PER_EPOCH": "256",
            "NAICS_ACCELERATOR": "cpu", "NAICS_DEVICES": "1"}
-    from naics_pipeline.settings import REPO_ROOT
-    import os
-
     done = subprocess.run([str(DAGSTER_BIN / "dagster"), "asset", "materialize", "--select", "stage_3",
                            "-m", "naics_pipeline"], cwd=REPO_ROOT, env={**os.environ, **env},
                           capture_output=True, text=True, timeout=600)
