@@ -235,3 +235,23 @@ def test_ddp_ranks_chain_stages(prepared, tmp_path):
                           capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| stage_2 |" in done.stdout and "| stage_1 |" in done.stdout
+
+
+def test_text_alignment_stage_learns_to_place_entries_at_their_code(prepared, tmp_path):
+    """A text stage on the generated tree (hashing features, frozen): the held-out entries' nearest
+    6-digit code gets better than before the stage, and model.pt carries what classify needs."""
+    from naics_pipeline.training.text_alignment import TextConfig
+
+    layout, desc, emb = prepared
+    idx = layout.sampling_index("all")
+    base = train_stage("s1", idx, emb, desc, tmp_path / "s1", SMALL, cfg(epochs=4), log=lambda m: None)
+    holdout = pq.read_table(layout.index_holdout)
+    text = train_stage("s2", idx, emb, desc, tmp_path / "s2", SMALL, cfg(epochs=12, learning_rate=1e-2),
+                       init_from=base.model_path, log=lambda m: None, text=TextConfig(hidden_dim=32),
+                       holdout_texts=holdout.column("entry").to_pylist())
+    losses = [h["train_text_loss"] for h in text.history]
+    assert losses[-1] < 0.5 * losses[0]
+    assert text.metrics["text_retrieval"]["holdout_entries"] == holdout.num_rows
+    assert text.metrics["text_retrieval"]["top5_6digit"] >= text.metrics["retrieval"]["top5_6digit"]
+    blob = torch.load(text.model_path, weights_only=False)
+    assert {"text_head", "text_config"} <= set(blob) and "text_encoder" not in blob   # frozen: no encoder copy

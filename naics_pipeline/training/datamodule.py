@@ -42,7 +42,7 @@ class _Steps(Dataset):
         return i
 
 
-TRAIN, VAL = 0, 1
+TRAIN, VAL, TEXT = 0, 1, 2
 
 
 def _seed(*parts: int) -> int:
@@ -60,13 +60,14 @@ class PairDataModule(L.LightningDataModule):
     equally long shard of the epoch's permutation (equal lengths keep the ranks in step)."""
 
     def __init__(self, index: SamplingIndex, batch_size: int, seed: int, max_pairs_per_epoch: int | None,
-                 val_fraction: float):
+                 val_fraction: float, text_count: int = 0):
         super().__init__()
         self.index, self.batch_size, self.seed = index, batch_size, seed
         self.max_pairs_per_epoch = max_pairs_per_epoch
         self.train_ids, self.val_ids = split_pairs(index, val_fraction, seed)
+        self.text_count = text_count   # text-alignment stages: every training text once per epoch, too
         self.sampler = None
-        self._order = None
+        self._order = self._text_order = None
 
     # --- sizes, the same on every rank -------------------------------------------------------------
     def pairs_per_rank(self) -> int:
@@ -76,8 +77,11 @@ class PairDataModule(L.LightningDataModule):
             per_rank = min(per_rank, max(self.max_pairs_per_epoch // world, 1))
         return per_rank
 
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.pairs_per_rank() / self.batch_size)
+
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(_Steps(math.ceil(self.pairs_per_rank() / self.batch_size)), batch_size=None)
+        return DataLoader(_Steps(self.steps_per_epoch()), batch_size=None)
 
     def val_dataloader(self) -> DataLoader | list:
         if not len(self.val_ids):
@@ -121,7 +125,20 @@ class PairDataModule(L.LightningDataModule):
             pids = self.val_ids_t[step * self.batch_size:(step + 1) * self.batch_size]
             gen = self._generator(device, 0, step, VAL)    # the same negatives every epoch
         anchor, positive, negatives, _ = sampler.batch(pids, gen)
-        return {"anchor": anchor, "positive": positive, "negatives": negatives}
+        batch = {"anchor": anchor, "positive": positive, "negatives": negatives}
+        if self.text_count and self.trainer.training:
+            batch["text"] = self._text_ids(epoch, step, device)
+            batch["text_generator"] = self._generator(device, epoch, step, TEXT)
+        return batch
+
+    def _text_ids(self, epoch: int, step: int, device: torch.device) -> torch.Tensor:
+        """This rank's texts for the step: each rank covers its shard of the texts once per epoch."""
+        rank, world = rank_world(self.trainer)
+        per_step = math.ceil(self.text_count / world / self.steps_per_epoch())
+        if self._text_order is None or self._text_order[0] != (epoch, device):
+            gen = torch.Generator(device="cpu").manual_seed(_seed(self.seed, TEXT, epoch))
+            self._text_order = ((epoch, device), torch.randperm(self.text_count, generator=gen)[rank::world].to(device))
+        return self._text_order[1][step * per_step:(step + 1) * per_step]
 
 
 class _NumpyOnDevice:

@@ -21,11 +21,18 @@ import torch
 
 from naics_pipeline.curricula.sampling import SamplingIndex
 from naics_pipeline.storage import atomic_path
-from naics_pipeline.text.encoder import TextEmbeddings
+from naics_pipeline.text.encoder import TextEmbeddings, make_encoder
 from naics_pipeline.training.datamodule import PairDataModule
 from naics_pipeline.training.evaluation import evaluate_embeddings, exclusion_references, retrieval_accuracy
 from naics_pipeline.training.model import ModelConfig, NaicsEmbedder
 from naics_pipeline.training.module import EpochHistory, NaicsContrastive, exclusion_tensors
+from naics_pipeline.training.text_alignment import (
+    TextAlignmentModule,
+    TextConfig,
+    TextExamples,
+    TextSide,
+    leaf_hardness,
+)
 
 COLLAPSE_THRESHOLD = 0.2  # the guide: load_balancing_loss > 0.2 means MoE mode collapse
 
@@ -161,6 +168,41 @@ def _evaluate(model: NaicsEmbedder, embeddings: TextEmbeddings, descriptions: pa
     return metrics
 
 
+def _text_module(common: tuple, common_kw: dict, text: TextConfig, index: SamplingIndex, descriptions: pa.Table,
+                 encoder_name: str, on_gpu: bool, log) -> tuple[TextAlignmentModule, int]:
+    """The text-alignment module over the kept index entries and 6-digit titles (never the held-out)."""
+    examples = TextExamples.from_descriptions(descriptions)
+    leaves, hardness = leaf_hardness(descriptions)
+    leaf_of_row = {int(r): j for j, r in enumerate(leaves)}
+    if text.encoder == "finetune":
+        if encoder_name != "minilm":
+            raise ValueError(f"text encoder 'finetune' needs the minilm encoder, not {encoder_name!r}")
+        st = make_encoder(encoder_name).trainable()
+        st.max_seq_length = text.max_tokens
+        tokens = {k: v.numpy() for k, v in st.tokenize(examples.texts).items() if k in ("input_ids", "attention_mask")}
+        side = TextSide(encoder=st, tokens=tokens)
+    else:
+        side = TextSide(features=make_encoder(encoder_name).encode(examples.texts))
+    log(f"text alignment: {len(examples.texts):,} texts of {len(leaves):,} codes, encoder {text.encoder}")
+    module = TextAlignmentModule(*common, **common_kw, text_cfg=asdict(text), text_side=side, leaves=leaves,
+                                 text_leaf=np.array([leaf_of_row[int(r)] for r in examples.code_index]),
+                                 leaf_hardness=hardness,
+                                 allocation={int(h): n for h, n in index.meta["allocation"].items()})
+    return module, len(examples.texts)
+
+
+@torch.no_grad()
+def text_queries(module: TextAlignmentModule, holdout_texts: list[str], holdout_features: np.ndarray) -> np.ndarray:
+    """Held-out entries as query points, through the stage's own text side."""
+    module.eval()
+    if module.text_side.encoder is None:
+        features = torch.as_tensor(holdout_features, device=module.device)
+    else:
+        features = torch.as_tensor(module.text_side.encoder.encode(holdout_texts, normalize_embeddings=True,
+                                                                   convert_to_numpy=True), device=module.device)
+    return module.queries(features.float()).cpu().numpy()
+
+
 def save_model(path: Path, blob: dict) -> None:
     with atomic_path(path) as tmp:
         torch.save(blob, tmp)
@@ -168,29 +210,38 @@ def save_model(path: Path, blob: dict) -> None:
 
 def train_stage(stage: str, index_dir: Path, embeddings: TextEmbeddings, descriptions: pa.Table, out_dir: Path,
                 model_cfg: ModelConfig, train_cfg: TrainConfig, init_from: Path | None = None,
-                log=print, callbacks: list | None = None) -> StageResult:
+                log=print, callbacks: list | None = None, text: TextConfig | None = None,
+                holdout_texts: list[str] | None = None) -> StageResult:
+    """Train one stage; with `text`, a text-alignment stage (see training.text_alignment)."""
     t0 = time.perf_counter()
-    cfg = train_cfg.resolved(uses_gpu(train_cfg.accelerator))
+    on_gpu = uses_gpu(train_cfg.accelerator)
+    cfg = train_cfg.resolved(on_gpu)
     out_dir = Path(out_dir)
     index = SamplingIndex(index_dir)
     levels = descriptions.column("level").to_numpy().astype(np.int64)
     if embeddings.codes != descriptions.column("code").to_pylist():
         raise ValueError("text embeddings do not match naics_descriptions: rematerialize text_embeddings")
     fingerprint = _fingerprint(model_cfg.to_dict(), asdict(cfg), index.meta, _file_hash(init_from),
-                               embeddings.encoder)
+                               embeddings.encoder, asdict(text) if text else None)
     resume = _resume_state(out_dir, fingerprint)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     # The guide keeps exclusions out of early stages: the hinge follows the curriculum's bucket 8.
     with_exclusions = 8 in index.meta["curriculum"]["difficulty_buckets"] and cfg.exclusion_weight > 0
     links = exclusion_references(descriptions)
-    module = NaicsContrastive(model_cfg.to_dict(), cfg.learning_rate, cfg.weight_decay, cfg.warmup_fraction,
-                              embeddings.channels, embeddings.present, levels,
-                              exclusion_tensors(links, np.ones(len(links[0]), bool)) if with_exclusions else None,
-                              cfg.exclusion_weight, cfg.exclusion_margin)
+    common = (model_cfg.to_dict(), cfg.learning_rate, cfg.weight_decay, cfg.warmup_fraction,
+              embeddings.channels, embeddings.present, levels)
+    common_kw = {"exclusions": exclusion_tensors(links, np.ones(len(links[0]), bool)) if with_exclusions else None,
+                 "exclusion_weight": cfg.exclusion_weight, "exclusion_margin": cfg.exclusion_margin}
+    text_count = 0
+    if text is not None:
+        module, text_count = _text_module(common, common_kw, text, index, descriptions, embeddings.encoder,
+                                          on_gpu, log)
+    else:
+        module = NaicsContrastive(*common, **common_kw)
     if init_from is not None and not resume:
         module.model.load_state_dict(load_model(init_from)[0].state_dict())
         log(f"{stage}: starting from {init_from}")
-    data = PairDataModule(index, cfg.batch_size, cfg.seed, cfg.max_pairs_per_epoch, cfg.val_fraction)
+    data = PairDataModule(index, cfg.batch_size, cfg.seed, cfg.max_pairs_per_epoch, cfg.val_fraction, text_count)
     trainer = _trainer(cfg, out_dir, callbacks or [])
     log(f"{stage}: {len(data.train_ids):,} train / {len(data.val_ids):,} val pairs, batch {cfg.batch_size}, "
         f"{cfg.epochs} epochs, precision {cfg.precision}, exclusion hinge={module.use_exclusions}, resume={resume}")
@@ -201,12 +252,20 @@ def train_stage(stage: str, index_dir: Path, embeddings: TextEmbeddings, descrip
     if trainer.is_global_zero:
         model = module.model.float()
         metrics = _evaluate(model, embeddings, descriptions, levels, model_cfg.curvature)
+        extra = {}
+        if text is not None:
+            extra = module.text_state()
+            points, _ = embed_all(model, embeddings, levels)
+            queries = text_queries(module.float(), holdout_texts or [], embeddings.holdout)
+            metrics["text_retrieval"] = retrieval_accuracy(queries, embeddings.holdout_codes, points, descriptions,
+                                                           model_cfg.curvature)
         last_row = history[-1] if history else {}
         metrics.update(final_train_loss=last_row.get("train_loss"), final_val_loss=last_row.get("val_loss"),
                        seconds=time.perf_counter() - t0)
         save_model(model_path, {"state_dict": model.state_dict(), "model_config": model_cfg.to_dict(),
                                 "train_config": asdict(cfg), "stage": stage, "metrics": metrics,
-                                "history": history, "codes": embeddings.codes, "encoder": embeddings.encoder})
+                                "history": history, "codes": embeddings.codes, "encoder": embeddings.encoder,
+                                **extra})
         (out_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, "history": history},
                                                          indent=2, default=float))
         (out_dir / "run.json").write_text(json.dumps({"fingerprint": fingerprint, "complete": True}))

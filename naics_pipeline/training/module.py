@@ -49,7 +49,10 @@ class NaicsContrastive(L.LightningModule):
 
     def _step(self, batch, stage: str):
         # 2,125 codes: embedding every code once per step is cheaper than gathering features.
-        points, lb, usage = self.all_points()
+        points, lb, _ = self.all_points()
+        return self.hierarchy_loss(points, lb, batch, stage)
+
+    def hierarchy_loss(self, points: torch.Tensor, lb: torch.Tensor, batch: dict, stage: str) -> torch.Tensor:
         nce = info_nce(points, batch["anchor"], batch["positive"], batch["negatives"],
                        self.cfg.curvature, self.cfg.temperature)
         loss = nce + self.cfg.load_balancing_coef * lb
@@ -57,11 +60,14 @@ class NaicsContrastive(L.LightningModule):
             ex = exclusion_hinge(points, self.ex_code, self.ex_excluded, self.ex_ref, self.ex_mask,
                                  self.cfg.curvature, self.hparams.exclusion_margin)
             loss = loss + self.hparams.exclusion_weight * ex
-            self._epoch_sums.setdefault("train_exclusion_loss", []).append(ex.detach())
-        # Detached tensors, reduced once per epoch: logging or float() here would sync the GPU every step.
-        self._epoch_sums.setdefault(f"{stage}_loss", []).append(nce.detach())
-        self._epoch_sums.setdefault(f"{stage}_load_balancing_loss", []).append(lb.detach())
+            self.accumulate("train_exclusion_loss", ex)
+        self.accumulate(f"{stage}_loss", nce)
+        self.accumulate(f"{stage}_load_balancing_loss", lb)
         return loss
+
+    def accumulate(self, name: str, value: torch.Tensor) -> None:
+        # Detached tensors, reduced once per epoch: logging or float() here would sync the GPU every step.
+        self._epoch_sums.setdefault(name, []).append(value.detach())
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")
@@ -92,8 +98,11 @@ class NaicsContrastive(L.LightningModule):
     def on_load_checkpoint(self, checkpoint):
         self.history = checkpoint.get("naics_history", [])
 
+    def parameter_groups(self) -> list[dict]:
+        return [{"params": list(self.parameters())}]
+
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.learning_rate,
+        opt = torch.optim.AdamW(self.parameter_groups(), lr=self.hparams.learning_rate,
                                 weight_decay=self.hparams.weight_decay, fused=self.device.type == "cuda")
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         warmup = max(int(total * self.hparams.warmup_fraction), 1)
