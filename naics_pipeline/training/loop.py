@@ -10,7 +10,7 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -171,6 +171,8 @@ def _evaluate(model: NaicsEmbedder, embeddings: TextEmbeddings, descriptions: pa
 def _text_module(common: tuple, common_kw: dict, text: TextConfig, index: SamplingIndex, descriptions: pa.Table,
                  encoder_name: str, on_gpu: bool, log) -> tuple[TextAlignmentModule, int]:
     """The text-alignment module over the kept index entries and 6-digit titles (never the held-out)."""
+    if text.encoder == "auto":
+        text = replace(text, encoder="finetune" if on_gpu and encoder_name == "minilm" else "frozen")
     examples = TextExamples.from_descriptions(descriptions)
     leaves, hardness = leaf_hardness(descriptions)
     leaf_of_row = {int(r): j for j, r in enumerate(leaves)}
@@ -183,12 +185,20 @@ def _text_module(common: tuple, common_kw: dict, text: TextConfig, index: Sampli
         side = TextSide(encoder=st, tokens=tokens)
     else:
         side = TextSide(features=make_encoder(encoder_name).encode(examples.texts))
-    log(f"text alignment: {len(examples.texts):,} texts of {len(leaves):,} codes, encoder {text.encoder}")
+    log(f"text alignment: {len(examples.texts):,} texts of {len(leaves):,} codes, {trained_weights(text)}")
     module = TextAlignmentModule(*common, **common_kw, text_cfg=asdict(text), text_side=side, leaves=leaves,
                                  text_leaf=np.array([leaf_of_row[int(r)] for r in examples.code_index]),
                                  leaf_hardness=hardness,
                                  allocation={int(h): n for h, n in index.meta["allocation"].items()})
     return module, len(examples.texts)
+
+
+def trained_weights(text: TextConfig | None) -> str:
+    if text is None:
+        return "code model (MoE fusion, level radii); the text encoder is frozen"
+    if text.encoder == "finetune":
+        return "code model, query head and every weight of the MiniLM text encoder (fine-tuned)"
+    return "code model and query head; the MiniLM text encoder is frozen"
 
 
 @torch.no_grad()
@@ -252,6 +262,7 @@ def train_stage(stage: str, index_dir: Path, embeddings: TextEmbeddings, descrip
     if trainer.is_global_zero:
         model = module.model.float()
         metrics = _evaluate(model, embeddings, descriptions, levels, model_cfg.curvature)
+        metrics["trained_weights"] = trained_weights(getattr(module, "text_cfg", None))
         extra = {}
         if text is not None:
             extra = module.text_state()
