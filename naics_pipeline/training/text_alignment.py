@@ -111,8 +111,10 @@ class LeafNegatives:
         Stratified: slot j of a bucket's t slots draws from the j-th of t equal slices, so the
         negatives of one text are distinct."""
         count, take = self.slot_count[leaf].double(), self.slot_take[leaf].double()
+        rank = self.slot_rank[leaf].double()
+        lo, hi = torch.floor(rank * count / take), torch.floor((rank + 1) * count / take)   # integer slices
         u = torch.rand(count.shape, generator=generator, device=count.device, dtype=torch.float64)
-        offset = torch.floor((self.slot_rank[leaf] + u) * count / take).long()
+        offset = (lo + torch.floor(u * (hi - lo))).long()
         return torch.gather(self.order[leaf], 1, self.slot_start[leaf] + offset), self.slot_bucket[leaf]
 
 
