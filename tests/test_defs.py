@@ -87,6 +87,9 @@ def test_exclusion_holdout_setting_reaches_the_tables(census_dir, tmp_path):
     assert 0 < h8["half"] < h8["full"]
     assert h8["half"] == independent_triplet_counts(desc)[1]
     assert "1 held-out links" in check(half, "descriptions_excluded_codes_exist").description
+    versions = [[m for m in r.get_asset_materialization_events() if m.asset_key == dg.AssetKey("naics_descriptions")]
+                [0].materialization.tags["dagster/data_version"] for r in (full, half)]
+    assert versions[0].endswith("-holdout-0") and versions[1].endswith("-holdout-0.5")
 
 
 def test_checks_fail_on_a_wrong_distance_and_a_link_in_both_columns(census_dir, tmp_path):

@@ -4,6 +4,7 @@ naics_pipeline.data.pipeline)."""
 import dagster as dg
 
 from naics_pipeline.data import pipeline
+from naics_pipeline.data.snapshot import load_snapshot
 from naics_pipeline.defs.assets.source import OWNERS
 from naics_pipeline.defs.resources import SourceResource, StorageResource
 from naics_pipeline.report.plots import bar_chart, markdown_image
@@ -63,8 +64,10 @@ def naics_descriptions(context: dg.AssetExecutionContext, storage: StorageResour
         f"| {r['code']} | {r['level']} | {r['title']} | {', '.join(r['excluded_codes'])} |" for r in preview)
     levels = stats["codes_by_level"]
     selected = context.selected_asset_keys
+    # The source's data version and the holdout: a new holdout share makes everything downstream stale.
+    version = f"{load_snapshot(storage.layout.source_dir).data_version}-holdout-{source.exclusion_holdout:g}"
     if dg.AssetKey("naics_descriptions") in selected:
-        yield dg.MaterializeResult(asset_key="naics_descriptions", metadata={
+        yield dg.MaterializeResult(asset_key="naics_descriptions", data_version=dg.DataVersion(version), metadata={
             **_common(step), "codes_by_level": dg.MetadataValue.json(levels), "stats": dg.MetadataValue.json(stats),
             "exclusions_source": stats["exclusions_source"],
             "exclusions": dg.MetadataValue.md(exclusions_markdown(stats)),
