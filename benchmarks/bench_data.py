@@ -35,7 +35,8 @@ def main() -> None:
     t = time.perf_counter()
     desc = pq.read_table(layout.descriptions)
     outcomes = [
-        quality.descriptions_row_counts(desc), quality.descriptions_unique_codes(desc),
+        quality.descriptions_row_counts(desc, steps[0].metadata["src"].vintage),
+        quality.descriptions_unique_codes(desc),
         quality.descriptions_parents_exist(desc), quality.descriptions_excluded_codes_exist(desc),
         quality.graph_is_naics_tree(pq.read_table(layout.graph_edges), desc),
         quality.distances_consistent(layout.distances, desc), quality.triplets_consistent(layout.triplets, desc),

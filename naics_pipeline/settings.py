@@ -43,6 +43,9 @@ SETTINGS: list[Setting] = [
             "2022 for a URL"),
     Setting("NAICS_SOURCE_TIMEOUT_SECONDS", "source", "timeout_seconds", 30.0, float,
             "timeout of each download or HEAD request"),
+    Setting("NAICS_EXCLUSION_HOLDOUT", "source", "exclusion_holdout", 0.1, float,
+            "share of exclusion links held out of every table (triplets, sampling, the `excluded` text, the "
+            "hinge) into `held_out_excluded_codes`, for evaluation; `0`: train on every link"),
     Setting("NAICS_ENCODER", "training", "encoder", "minilm", str,
             "text encoder: `minilm` (all-MiniLM-L6-v2, offline) or `hashing` (no model)"),
     Setting("NAICS_ACCELERATOR", "training", "accelerator", "auto", str, "Lightning accelerator: auto, cpu, gpu"),

@@ -63,6 +63,7 @@ class SourceResource(dg.ConfigurableResource):
     location: Optional[str] = _field("NAICS_SOURCE")
     vintage: Optional[str] = _field("NAICS_VINTAGE")
     timeout_seconds: float = _field("NAICS_SOURCE_TIMEOUT_SECONDS")
+    exclusion_holdout: float = _field("NAICS_EXCLUSION_HOLDOUT")
 
     @property
     def resolved_location(self) -> str:
