@@ -149,7 +149,7 @@ def test_sigkill_mid_write_leaves_no_table_and_rerun_succeeds(tmp_path):
             "from naics_pipeline.layout import Layout; pipeline.step_triplets(Layout(Path(sys.argv[1])))")
     proc = subprocess.Popen([sys.executable, "-c", code, str(layout.root)], cwd=REPO_ROOT)
     deadline = time.time() + 60
-    while time.time() < deadline and not list(layout.root.glob(".tmp-naics_triplets*/hardness=1/*")):
+    while time.time() < deadline and not list(layout.root.glob(".tmp-naics_triplets*/_hardness_1/negatives.parquet")):
         time.sleep(0.2)
     time.sleep(1.0)
     proc.send_signal(signal.SIGKILL)

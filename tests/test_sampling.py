@@ -8,6 +8,7 @@ import pytest
 from naics_pipeline.curricula.config import parse_curriculum
 from naics_pipeline.curricula.sampling import Sampler, SamplingError, SamplingIndex, build_index, simulate_epoch
 from naics_pipeline.data import pipeline
+from naics_pipeline.data.triplets import triplets_sql
 from naics_pipeline.layout import Layout
 from tests.census_fixtures import synthetic_codes, write_census_folder
 
@@ -60,8 +61,8 @@ def expand(index: SamplingIndex):
 
 def test_index_candidates_equal_triplet_table(small):
     index = make_index(small, curriculum())
-    rows = duckdb.sql(f"""SELECT anchor, positive, negative, hardness FROM
-        read_parquet('{small.triplets}/**/*.parquet', hive_partitioning=true) WHERE hardness > 1""").fetchall()
+    table = triplets_sql(small.triplets)   # the triplet table as users read it
+    rows = duckdb.sql(f"SELECT anchor, positive, negative, hardness FROM ({table}) WHERE hardness > 1").fetchall()
     links = {(int(a), int(b)) for a, b in zip(index.exclusions["code"], index.exclusions["excluded"])}
     links |= {(b, a) for a, b in links}
     # The index is the triplet table minus the triplets whose positive is an exclusion link.
@@ -69,15 +70,15 @@ def test_index_candidates_equal_triplet_table(small):
     assert len(kept) < len(rows)
     assert expand(index) == kept
     assert not links & set(zip(index.anchor.tolist(), index.positive.tolist()))
-    h1 = duckdb.sql(f"SELECT count(*) FROM read_parquet('{small.triplets}/hardness=1/*.parquet')").fetchall()[0][0]
+    h1 = duckdb.sql(f"SELECT count(*) FROM ({table}) WHERE hardness = 1").fetchall()[0][0]
     sampler = Sampler(index, batch_size=7, seed=1)
     seen = set()
     for _ in range(30):
         for batch in sampler.epoch(_):
             for a, p, negs, hs in zip(batch.anchor, batch.positive, batch.negatives, batch.hardness):
                 seen.update((int(a), int(p), int(n), int(h)) for n, h in zip(negs, hs) if h == 1)
-    rows1 = {tuple(int(v) for v in r) for r in duckdb.sql(f"""SELECT anchor, positive, negative, 1 FROM
-        read_parquet('{small.triplets}/hardness=1/*.parquet')""").fetchall()}
+    rows1 = {tuple(int(v) for v in r) for r in duckdb.sql(
+        f"SELECT anchor, positive, negative, hardness FROM ({table}) WHERE hardness = 1").fetchall()}
     assert seen <= rows1 and len(rows1) == h1   # every sampled unrelated negative is a real hardness-1 triplet
 
 
