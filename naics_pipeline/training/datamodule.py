@@ -46,7 +46,8 @@ class PairBatches(IterableDataset):
 
     def _shard(self, rng) -> np.ndarray:
         rank, world = self._rank_world()
-        ids = self.pair_ids[rng.permutation(len(self.pair_ids))] if self.shuffle else self.pair_ids
+        # The sampler's epoch: a permutation (per_pair mix) or weighted draws of as many pairs (global mix).
+        ids = self.sampler.epoch_order(rng) if self.shuffle else self.pair_ids
         return ids[rank::world][:self._per_rank(world)]
 
     def __len__(self) -> int:
