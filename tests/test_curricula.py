@@ -26,6 +26,8 @@ GOOD = {"name": "x", "positive_levels": [6], "positive_distance_max": 2.0, "diff
     ({"positive_levels": [1, 6]}, "positive_levels", "levels 2..6"),
     ({"positive_levels": [7]}, "positive_levels", "levels 2..6"),
     ({"max_positives": 0}, "max_positives", ">= 1"),
+    ({"mix": "per_batch"}, "mix", "must be one of per_pair, global"),
+    ({"mix": None}, "mix", "must be one of per_pair, global"),
 ])
 def test_invalid_curricula_name_file_and_field(tmp_path, change, field, message):
     path = tmp_path / "bad.yaml"
@@ -47,10 +49,18 @@ def test_missing_required_and_duplicate_names(tmp_path):
         load_curricula(tmp_path)
 
 
+def test_mix_defaults_to_per_pair():
+    assert parse_curriculum(GOOD).mix == "per_pair"
+    assert parse_curriculum({**GOOD, "mix": "global"}).to_dict()["mix"] == "global"
+
+
 def test_builtins_match_the_guide():
     cs = load_curricula(REPO_ROOT / "curricula")
-    assert list(cs) == ["01_stage_easy", "02_stage_medium", "03_stage_hard"]
-    easy, medium, hard = cs.values()
+    assert list(cs) == ["01_stage_easy", "02_stage_medium", "03_stage_hard", "03_stage_hard_global"]
+    easy, medium, hard, hard_global = cs.values()
+    assert all(c.mix == "per_pair" for c in (easy, medium, hard)) and hard_global.mix == "global"
+    # the global-mix variant is stage 3 with the guide's values, read over the epoch
+    assert {**hard_global.to_dict(), "name": hard.name, "mix": "per_pair"} == hard.to_dict()
     assert (easy.positive_levels, easy.positive_distance_max, easy.bucket_percentages, easy.k_negatives) == \
         ((6,), 2.0, {1: 0.875, 2: 0.125}, 16)
     assert (medium.positive_levels, medium.positive_distance_max, medium.bucket_percentages) == \

@@ -13,8 +13,12 @@ TEXT_KEYS = {"encoder": str, "hidden_dim": int, "temperature": float, "weight": 
              "encoder_learning_rate": float, "max_tokens": int}
 TEXT_ENCODERS = ("auto", "frozen", "finetune")
 KEYS = {"name", "description", "positive_levels", "positive_distance_min", "positive_distance_max",
-        "max_positives", "difficulty_buckets", "bucket_percentages", "k_negatives"}
+        "max_positives", "difficulty_buckets", "bucket_percentages", "k_negatives", "mix"}
 REQUIRED = {"name", "positive_levels", "difficulty_buckets", "bucket_percentages", "k_negatives"}
+# How bucket_percentages is read. per_pair (the guide's): each pair splits its K negatives by the
+# shares, a bucket short of candidates falls back to easier levels. global: the shares hold over the
+# epoch's negatives, pairs being drawn by the buckets they can supply (see curricula/sampling.py).
+MIX_MODES = ("per_pair", "global")
 
 
 class CurriculumError(ValueError):
@@ -31,6 +35,7 @@ class Curriculum:
     positive_distance_min: float | None = None
     positive_distance_max: float | None = None
     max_positives: int | None = None
+    mix: str = "per_pair"
     description: str = ""
     path: Path | None = field(default=None, compare=False)
 
@@ -49,7 +54,7 @@ class Curriculum:
                 "positive_distance_max": self.positive_distance_max, "max_positives": self.max_positives,
                 "difficulty_buckets": list(self.difficulty_buckets),
                 "bucket_percentages": {int(k): v for k, v in self.bucket_percentages.items()},
-                "k_negatives": self.k_negatives}
+                "k_negatives": self.k_negatives, "mix": self.mix}
 
 
 @dataclass(frozen=True)
@@ -113,10 +118,13 @@ def parse_curriculum(data, path: Path | str = "<curriculum>") -> Curriculum:
     maxp = data.get("max_positives")
     if maxp is not None and (isinstance(maxp, bool) or not isinstance(maxp, int) or maxp < 1):
         _fail(path, "max_positives", f"must be an integer >= 1 or null, got {maxp!r}")
+    mix = data.get("mix", "per_pair")
+    if mix not in MIX_MODES:
+        _fail(path, "mix", f"must be one of {', '.join(MIX_MODES)}, got {mix!r}")
     return Curriculum(name=name, positive_levels=tuple(sorted(levels)), difficulty_buckets=tuple(sorted(buckets)),
                       bucket_percentages={b: float(pct[b]) for b in sorted(buckets)}, k_negatives=k,
                       positive_distance_min=dmin, positive_distance_max=dmax, max_positives=maxp,
-                      description=str(data.get("description", "")), path=Path(path))
+                      mix=mix, description=str(data.get("description", "")), path=Path(path))
 
 
 def load_curriculum(path: Path) -> Curriculum:

@@ -7,8 +7,22 @@ Index layout (a folder of Parquet files + meta.json):
            sector at distance d(a, p) + diff. Pairs with the same anchor and positive distance share one
            group: CSR offsets into group_negatives, one range per hardness 2..7;
 - hardness 1 (another sector) is drawn from the codes sorted by sector, skipping a's own sector;
-- exclusions: (code, excluded code) pairs; a drawn negative excluded by a or p is hardness 8.
+- skips:   per pair and bucket 1..7, the positions of the codes that a or p excludes (they are the
+           pair's hardness 8). A draw indexes the bucket with those positions skipped, so every bucket's
+           candidate set is exact and the buckets are disjoint: no redraw, no relabelling.
 Drawing K negatives for a pair is O(K): a few array lookups, vectorized over a batch.
+
+Two readings of bucket_percentages (the curriculum's `mix`):
+- per_pair (the guide's): each pair splits K by largest remainder; a bucket short of candidates
+  hands its shortfall to the next easier level (8->7->...->1). Every pair is drawn once per epoch.
+- global: the shares hold over the epoch's negatives. As if each negative's bucket h were drawn with
+  probability w_h and then its pair with probability proportional to the bucket-h candidates the pair
+  holds (at most K): a pair is drawn with weight sum_h w_h cap(p, h) / C_h and splits its K negatives in
+  proportion to those terms (never more than it holds). The bucket weights w_h are fitted so that the
+  epoch's expected mix equals the request. An epoch is len(pairs) draws (systematic sampling), so
+  pairs that hold rare buckets come more often and the others less.
+Both are expressed as one table per pair: the expected takes per bucket, as fixed-point cumulative
+bounds that a per-row random offset rounds to integers summing to K (systematic rounding).
 """
 from __future__ import annotations
 
@@ -22,12 +36,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from naics_pipeline.curricula.config import Curriculum
-from naics_pipeline.data.descriptions import exclusion_pairs
+from naics_pipeline.curricula.config import MIX_MODES, Curriculum
 from naics_pipeline.storage import atomic_path
 
 HARDNESS = range(1, 9)
-INDEX_VERSION = 2  # 2: exclusion links are never positives
+INDEX_VERSION = 3  # 3: exact, disjoint candidate sets (exclusions skipped); mix modes; mix report in meta
+UNIT = 1 << 20        # takes per bucket in fixed point (1/UNIT of a negative)
+PAIR_UNIT = 1 << 20   # epoch draws per pair in fixed point
+MIX_TOLERANCE = 0.02  # global mode: realized within +-2 percentage points of the request
+FIT_TOLERANCE = 1e-6
 
 
 class SamplingError(ValueError):
@@ -47,10 +64,44 @@ def _sql_num(v):
     return "NULL" if v is None else repr(float(v))
 
 
+def _skip_keys(con, sector_id: np.ndarray, pair_group: np.ndarray, anchor: np.ndarray,
+               offsets: np.ndarray) -> np.ndarray:
+    """Sorted keys (pid * 8 + h - 1) * (n_codes + 1) + (position - i), i-th excluded position of the
+    pair's bucket h: a count of keys <= (.., j) maps the j-th allowed position to its raw position."""
+    n_codes = len(sector_id)
+    # Buckets 2..7: the group lists already lack the anchor's exclusions; the positive's are skipped.
+    grouped = con.sql("""SELECT p.pid, c.h, c.flat FROM pairs_pid p JOIN excl e ON e.code = p.positive
+        JOIN cand_flat c ON c.grp = p.grp AND c.negative = e.excluded""").fetchnumpy()
+    pid_g, h_g = grouped["pid"].astype(np.int64), grouped["h"].astype(np.int64)
+    pos_g = grouped["flat"].astype(np.int64) - offsets[pair_group[pid_g], h_g - 2]
+    # Bucket 1: codes of other sectors that the anchor or the positive excludes, at their position in
+    # the by-sector order with the anchor's own sector cut out.
+    other = con.sql("""SELECT p.pid, e.excluded AS n FROM pairs_pid p JOIN excl e ON e.code = p.anchor
+        UNION SELECT p.pid, e.excluded FROM pairs_pid p JOIN excl e ON e.code = p.positive""").fetchnumpy()
+    pid_1, code = other["pid"].astype(np.int64), other["n"].astype(np.int64)
+    by_sector = np.argsort(sector_id, kind="stable")
+    rank = np.empty(n_codes, np.int64)
+    rank[by_sector] = np.arange(n_codes)
+    counts = np.bincount(sector_id)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    a_sector = sector_id[anchor[pid_1]]
+    keep = sector_id[code] != a_sector
+    pid_1, code, a_sector = pid_1[keep], code[keep], a_sector[keep]
+    pos_1 = rank[code] - counts[a_sector] * (rank[code] > starts[a_sector])
+    seg = np.concatenate([pid_g * 8 + h_g - 1, pid_1 * 8])
+    raw = np.unique(seg * (n_codes + 1) + np.concatenate([pos_g, pos_1]))   # sorted, no repeats
+    seg = raw // (n_codes + 1)
+    ith = np.arange(len(raw)) - np.searchsorted(seg, seg)
+    return raw - ith
+
+
 def build_index(curriculum: Curriculum, descriptions: pa.Table, distances: Path, triplets: Path,
                 target: Path, seed: int = 0) -> dict:
-    """Filter pairs, group candidates, write the index folder atomically; returns build stats."""
+    """Filter pairs, group candidates, write the index folder atomically, simulate one epoch into
+    meta.json (mix, requested_mix, realized_mix, shortfalls); returns build stats."""
     import duckdb  # only the builder needs it; training machines read the index with pyarrow alone
+
+    from naics_pipeline.data.descriptions import exclusion_pairs  # (naics_pipeline.data imports duckdb)
 
     t0 = time.perf_counter()
     c = curriculum
@@ -102,15 +153,19 @@ def build_index(curriculum: Curriculum, descriptions: pa.Table, distances: Path,
         raise SamplingError(f"curriculum {c.name}: no (anchor, positive) pair passes positive_levels="
                             f"{list(c.positive_levels)}, distance ({dmin}, {dmax}]")
     con.register("pairs_arrow", pairs)
+    con.execute("""CREATE TEMP TABLE pairs_pid AS SELECT row_number() OVER (ORDER BY anchor, positive) - 1 AS pid,
+        anchor, positive, grp FROM pairs_arrow""")
     x8 = con.sql(f"""
-        SELECT p.pid, t.negative FROM
-          (SELECT row_number() OVER (ORDER BY anchor, positive) - 1 AS pid, anchor, positive FROM pairs_arrow) p
+        SELECT p.pid, t.negative FROM pairs_pid p
         JOIN read_parquet('{triplets}/hardness=8/*.parquet') t ON t.anchor = p.anchor AND t.positive = p.positive
         ORDER BY p.pid, t.negative""").to_arrow_table() if any(Path(triplets).glob("hardness=8/*.parquet")) \
         else pa.table({"pid": pa.array([], pa.int64()), "negative": pa.array([], pa.uint16())})
     x8_start = np.searchsorted(x8.column("pid").to_numpy(), np.arange(pairs.num_rows + 1))
     pairs = pairs.append_column("x8_start", pa.array(x8_start[:-1].astype(np.int64))) \
                  .append_column("x8_count", pa.array(np.diff(x8_start).astype(np.int32)))
+    con.register("cand_flat", cand.append_column("flat", pa.array(np.arange(cand.num_rows, dtype=np.int64))))
+    skip_keys = _skip_keys(con, sector_id.astype(np.int64), pairs.column("grp").to_numpy().astype(np.int64),
+                           pairs.column("anchor").to_numpy().astype(np.int64), offsets)
     con.close()
     with atomic_path(Path(target)) as tmp:
         tmp.mkdir()
@@ -118,15 +173,173 @@ def build_index(curriculum: Curriculum, descriptions: pa.Table, distances: Path,
         pq.write_table(pa.table({f"o{j}": offsets[:, j - 2] for j in range(2, 9)}), tmp / "groups.parquet")
         pq.write_table(cand.select(["negative"]), tmp / "group_negatives.parquet")
         pq.write_table(x8.select(["negative"]), tmp / "pair_exclusions.parquet")
+        pq.write_table(pa.table({"key": skip_keys}), tmp / "pair_skips.parquet")
         pq.write_table(pa.table({"sector": sector_id}), tmp / "codes.parquet")
         pq.write_table(exclusions, tmp / "exclusions.parquet")
         stats = {"pairs": pairs.num_rows, "anchors": len(np.unique(pairs.column("anchor").to_numpy())),
                  "groups": int(n_groups), "group_candidates": cand.num_rows,
-                 "hardness8_candidates": x8.num_rows, "build_seconds": round(time.perf_counter() - t0, 3)}
-        meta = {"version": INDEX_VERSION, "curriculum": c.to_dict(),
+                 "hardness8_candidates": x8.num_rows, "skipped_candidates": len(skip_keys)}
+        meta = {"version": INDEX_VERSION, "curriculum": c.to_dict(), "mix": c.mix,
                 "allocation": {str(k): v for k, v in c.allocation().items()}, "seed": seed, "stats": stats}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        index = SamplingIndex(tmp)
+        if c.mix == "global":
+            meta["bucket_weights"] = {str(h): float(v) for h, v in enumerate(index.bucket_weights) if v}
+        meta.update(mix_report(index, simulate_epoch(index, seed=seed)))
+        stats["build_seconds"] = round(time.perf_counter() - t0, 3)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     return stats
+
+
+# ---------------------------------------------------------------------------------------------
+# Mix plans: expected takes per pair and bucket, for either reading of bucket_percentages
+
+def fallback_takes(allocation: np.ndarray, avail: np.ndarray) -> np.ndarray:
+    """(B, 9) draws per hardness: each bucket's shortfall moves to the next easier level (8->7->...->1)."""
+    take = np.zeros_like(avail)
+    carry = np.zeros(len(avail), avail.dtype)
+    for h in range(8, 0, -1):
+        want = allocation[h] + carry
+        take[:, h] = want if h == 1 else np.minimum(want, avail[:, h])
+        carry = want - take[:, h]
+    return take
+
+
+def fallback_flows(allocation: np.ndarray, avail: np.ndarray) -> np.ndarray:
+    """(9, 9) negatives requested at bucket o (row) and drawn at bucket h (column), summed over pairs.
+    Attribution: a level serves its own allocation first, then carries from harder levels, hardest
+    first (the sampler only sees the totals, which equal fallback_takes)."""
+    flows = np.zeros((9, 9), np.int64)
+    own = np.minimum(allocation[None, :], avail)
+    own[:, 1] = allocation[1]
+    spare = avail - own
+    for o in range(8, 1, -1):
+        flows[o, o] = own[:, o].sum()
+        carry = allocation[o] - own[:, o]
+        for h in range(o - 1, 0, -1):
+            got = carry if h == 1 else np.minimum(carry, spare[:, h])
+            spare[:, h] -= got
+            carry = carry - got
+            flows[o, h] = got.sum()
+    flows[1, 1] = own[:, 1].sum()
+    return flows
+
+
+def _water_fill(prio: np.ndarray, cap: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """Per row, takes proportional to prio, none above cap, summing to total (<= the row's cap sum)."""
+    takes = np.zeros_like(prio)
+    free = prio > 0
+    for _ in range(prio.shape[1] + 1):
+        left = total - np.where(free, 0.0, takes).sum(1)
+        weight = np.where(free, prio, 0.0).sum(1)
+        scale = np.divide(left, weight, out=np.zeros_like(left), where=weight > 0)
+        trial = np.where(free, scale[:, None] * prio, takes)
+        over = free & (trial > cap)
+        takes = np.where(over, cap, trial)
+        if not over.any():
+            break
+        free &= ~over
+    return takes
+
+
+def capped_supply(avail: np.ndarray, requested: np.ndarray, k: int) -> np.ndarray:
+    """C_h: the bucket-h candidates the pairs hold, at most K per pair (requested buckets only)."""
+    return (np.minimum(avail, k) * (requested > 0)).sum(0, dtype=np.float64)
+
+
+def global_plan(avail: np.ndarray, requested: np.ndarray, k: int, weights: np.ndarray,
+                supply: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pair draw weights (P,) and expected takes (P, 9) of global mode for bucket weights w_h
+    (`supply`: C_h of the whole index when `avail` holds only some of its rows)."""
+    cap = np.minimum(avail, k).astype(np.float64)
+    cap[:, requested <= 0] = 0
+    supply = cap.sum(0) if supply is None else supply
+    prio = cap * np.divide(weights, supply, out=np.zeros(9), where=supply > 0)
+    takes = _water_fill(prio, cap, np.minimum(cap.sum(1), k))
+    # A pair whose requested buckets cannot fill K passes the rest down the fallback chain, from
+    # the hardest requested bucket (the per-pair rule; only curricula without bucket 1 get here).
+    left = k - takes.sum(1)
+    left[left < 1e-9] = 0
+    top = int(np.nonzero(requested)[0].max())
+    for h in range(top, 0, -1):
+        got = left if h == 1 else np.minimum(left, avail[:, h] - takes[:, h])
+        takes[:, h] += got
+        left = left - got
+    return prio.sum(1), takes
+
+
+def expected_mix(pair_weights: np.ndarray, takes: np.ndarray, k: int) -> np.ndarray:
+    total = pair_weights.sum()
+    return pair_weights @ takes / (k * total) if total > 0 else np.zeros(takes.shape[1])
+
+
+def distinct_rows(avail: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct rows of min(avail, K) (a plan depends on nothing else), the row of each pair
+    and how many pairs share each row."""
+    capped = np.minimum(avail, k).astype(np.int64)
+    if (k + 1) ** capped.shape[1] < 2 ** 62:   # one int64 key per row: far faster than unique(axis=0)
+        keys = capped @ ((k + 1) ** np.arange(capped.shape[1], dtype=np.int64))
+        _, first, inverse, count = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
+        return capped[first], inverse, count
+    rows, inverse, count = np.unique(capped, axis=0, return_inverse=True, return_counts=True)
+    return rows, inverse.ravel(), count
+
+
+def fit_bucket_weights(avail: np.ndarray, requested: np.ndarray, k: int,
+                       iterations: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """Bucket weights w (9,) whose global plan's expected mix is the request (or as near as the
+    candidates allow), and that mix. Multiplicative fixed point on the distinct capped rows."""
+    rows, _, count = distinct_rows(avail, k)
+    supply = capped_supply(avail, requested, k)
+    has = supply > 0
+    weights = np.where(has, requested, 0.0)
+    weights /= weights.sum()
+
+    def mix_of(weights):
+        w, takes = global_plan(rows, requested, k, weights, supply)
+        return expected_mix(w * count, takes, k)
+
+    mix = mix_of(weights)
+    for _ in range(iterations):
+        if np.abs(np.where(has, mix - requested, 0)).max() < FIT_TOLERANCE:
+            break
+        ratio = np.divide(requested, mix, out=np.ones(9), where=mix > 0)
+        weights = np.where(has, weights * ratio, 0.0)
+        # A bucket that no weighting can fill keeps squeezing the others: floor them (finite arithmetic).
+        weights = np.where(has, np.maximum(weights / weights.sum(), 1e-12 * requested), 0.0)
+        weights /= weights.sum()
+        mix = mix_of(weights)
+    return weights, mix
+
+
+def cumulative_bounds(takes: np.ndarray, avail: np.ndarray, k: int) -> np.ndarray:
+    """(P, 9) int64: 0, then the running sum of the takes of h = 8, 7, ..., 1 in 1/UNIT, ending at
+    K * UNIT. A row offset u in [0, UNIT) rounds them: bucket h gets floor or ceil of its take, never
+    more than it holds, the row K in all (largest remainder keeps each bucket within its ceiling)."""
+    exact = takes[:, :0:-1] * UNIT                      # h = 8..1
+    units = np.floor(exact + 1e-6).astype(np.int64)     # snap float noise below a whole unit
+    cap = np.maximum(avail[:, :0:-1], np.ceil(takes[:, :0:-1] - 1e-9)).astype(np.int64) * UNIT
+    units = np.minimum(units, cap)
+    deficit = k * UNIT - units.sum(1)
+    if deficit.min() < 0 or deficit.max() > units.shape[1]:
+        raise SamplingError(f"takes do not sum to K={k} (deficit {deficit.min()}..{deficit.max()})")
+    order = np.argsort(-(exact - units) + (units >= cap) * 2, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(units.shape[1])[None, :].repeat(len(units), 0), axis=1)
+    units += rank < deficit[:, None]
+    return np.concatenate([np.zeros((len(units), 1), np.int64), np.cumsum(units, axis=1)], axis=1)
+
+
+def epoch_weights_fixed(weights: np.ndarray) -> np.ndarray:
+    """Cumulative pair weights in 1/PAIR_UNIT of a draw: an epoch of n draws is the ticks
+    u + i * PAIR_UNIT (i < n), each landing on one pair (systematic sampling)."""
+    n = len(weights)
+    running = np.cumsum(weights, dtype=np.float64)
+    if running[-1] <= 0:
+        raise SamplingError("no pair can supply any requested bucket")
+    cum = np.round(running / running[-1] * (n * PAIR_UNIT)).astype(np.int64)
+    cum[-1] = n * PAIR_UNIT
+    return cum
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,184 +365,255 @@ class SamplingIndex:
         if not (folder / "meta.json").is_file():
             raise SamplingError(f"no sampling index at {folder}")
         self.meta = json.loads((folder / "meta.json").read_text())
+        if self.meta.get("version") != INDEX_VERSION:
+            raise SamplingError(f"sampling index at {folder} has version {self.meta.get('version')}, "
+                                f"this code reads {INDEX_VERSION}: rematerialize it")
         self.k = int(self.meta["curriculum"]["k_negatives"])
+        self.mix = self.meta.get("mix", "per_pair")
         self.allocation = np.zeros(9, np.int64)
         for h, n in self.meta["allocation"].items():
             self.allocation[int(h)] = n
+        self.requested = np.zeros(9)
+        for h, v in self.meta["curriculum"]["bucket_percentages"].items():
+            self.requested[int(h)] = v
         p = folder / "pairs.parquet"
         self.anchor = _col(p, "anchor").astype(np.int64)
         self.positive = _col(p, "positive").astype(np.int64)
+        self.positive_distance = _col(p, "positive_distance").astype(np.float32)
         self.group = _col(p, "grp").astype(np.int64)
-        self.x8_start = _col(p, "x8_start").astype(np.int64)
-        self.x8_count = _col(p, "x8_count").astype(np.int64)
+        x8_start = _col(p, "x8_start").astype(np.int64)
+        x8_count = _col(p, "x8_count").astype(np.int64)
         g = pq.read_table(folder / "groups.parquet")
-        self.group_offsets = np.stack([g.column(f"o{j}").to_numpy() for j in range(2, 9)], axis=1)
-        self.group_negatives = _col(folder / "group_negatives.parquet", "negative").astype(np.int64)
+        group_offsets = np.stack([g.column(f"o{j}").to_numpy() for j in range(2, 9)], axis=1)
+        group_negatives = _col(folder / "group_negatives.parquet", "negative").astype(np.int64)
         self.pair_exclusions = _col(folder / "pair_exclusions.parquet", "negative").astype(np.int64)
         # Buckets 2..8 read one flat array: group candidates, then the pairs' hardness-8 candidates.
-        self.flat = np.concatenate([self.group_negatives, self.pair_exclusions, [0]]).astype(np.uint16)
+        self.flat = np.concatenate([group_negatives, self.pair_exclusions, [0]]).astype(np.uint16)
         sector = _col(folder / "codes.parquet", "sector").astype(np.int64)
         self.n_codes = len(sector)
+        self.span = self.n_codes + 1
         self.by_sector = np.argsort(sector, kind="stable").astype(np.uint16)
         counts = np.bincount(sector)
         self.sector_start = np.concatenate([[0], np.cumsum(counts)[:-1]])[sector[self.anchor]]
         self.sector_size = counts[sector[self.anchor]]
+        self.skip_keys = _col(folder / "pair_skips.parquet", "key").astype(np.int64)
+        n = len(self.anchor)
+        segment_counts = np.bincount(self.skip_keys // self.span, minlength=n * 8).reshape(n, 8)
+        # Per pair, column h: bucket h's candidate count, its start in `flat` (h >= 2), its skipped
+        # positions and where they start in skip_keys (h <= 7).
+        self.skip_count = np.zeros((n, 9), np.int32)
+        self.skip_count[:, 1:] = segment_counts
+        self.skip_start = np.zeros((n, 9), np.int64)
+        self.skip_start[:, 1:] = (np.cumsum(segment_counts.ravel()) - segment_counts.ravel()).reshape(n, 8)
+        raw = np.zeros((n, 9), np.int64)
+        raw[:, 1] = self.n_codes - self.sector_size
+        off = group_offsets[self.group]
+        raw[:, 2:8] = off[:, 1:] - off[:, :-1]
+        raw[:, 8] = x8_count
+        self.avail = (raw - self.skip_count).astype(np.int32)
+        self.base = np.zeros((n, 9), np.int64)
+        self.base[:, 2:8] = off[:, :6]
+        self.base[:, 8] = len(group_negatives) + x8_start
         ex = pq.read_table(folder / "exclusions.parquet")
         self.exclusions = {k: ex.column(k).to_numpy().astype(np.int64) for k in ("code", "excluded")}
-        self.exclusion_keys = np.sort(self.exclusions["code"] * self.n_codes + self.exclusions["excluded"])
-        has_exclusions = np.zeros(self.n_codes, bool)
-        has_exclusions[self.exclusions["code"]] = True
-        # Only pairs whose anchor or positive excludes something need the exclusion test.
-        self.pair_has_exclusions = has_exclusions[self.anchor] | has_exclusions[self.positive]
+        self._plans: dict[str, tuple] = {}
 
     def __len__(self) -> int:
         return len(self.anchor)
 
     def available(self, pids: np.ndarray) -> np.ndarray:
-        """(B, 9) candidate counts per hardness (column 0 unused)."""
-        out = np.zeros((len(pids), 9), np.int64)
-        out[:, 1] = self.n_codes - self.sector_size[pids]
-        off = self.group_offsets[self.group[pids]]
-        out[:, 2:8] = off[:, 1:] - off[:, :-1]
-        out[:, 8] = self.x8_count[pids]
-        return out
-
-    def bases(self, pids: np.ndarray) -> np.ndarray:
-        """(B, 9) start of each bucket's candidates in `flat` (h >= 2)."""
-        out = np.zeros((len(pids), 9), np.int64)
-        out[:, 2:8] = self.group_offsets[self.group[pids], :6]
-        out[:, 8] = len(self.group_negatives) + self.x8_start[pids]
-        return out
-
-    @functools.cached_property
-    def plan(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per pair, computed once and shared by every Sampler over this index: draws per hardness
-        after fallback (P, 9), candidates per hardness as float (P, 9), bucket starts in `flat` (P, 9)."""
-        all_ids = np.arange(len(self))
-        avail = self.available(all_ids)
-        take = fallback_takes(self.allocation, avail).astype(np.int32)
-        return take, avail.astype(np.float64), self.bases(all_ids).astype(np.int32)
+        """(B, 9) candidate counts per hardness (column 0 unused), exclusions already removed."""
+        return self.avail[pids].astype(np.int64)
 
     def candidate_totals(self) -> dict[int, int]:
-        avail = self.available(np.arange(len(self)))
-        return {h: int(avail[:, h].sum()) for h in HARDNESS}
+        return {h: int(self.avail[:, h].sum(dtype=np.int64)) for h in HARDNESS}
 
-    def excluded(self, codes: np.ndarray, negatives: np.ndarray) -> np.ndarray:
-        if len(self.exclusion_keys) == 0:
-            return np.zeros(negatives.shape, bool)
-        keys = codes * self.n_codes + negatives
-        pos = np.searchsorted(self.exclusion_keys, keys).clip(max=len(self.exclusion_keys) - 1)
-        return self.exclusion_keys[pos] == keys
+    @functools.cached_property
+    def bucket_weights(self) -> np.ndarray:
+        """Global mode's fitted bucket weights (from meta.json when the build stored them)."""
+        stored = self.meta.get("bucket_weights")
+        if stored is not None:
+            out = np.zeros(9)
+            for h, v in stored.items():
+                out[int(h)] = v
+            return out
+        return fit_bucket_weights(self.avail, self.requested, self.k)[0]
 
+    def plan(self, mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(pair draw weights (P,), expected takes (P, 9), fixed-point bounds (P, 9)) for a mix mode,
+        computed once per index and shared by every sampler over it."""
+        if mode not in MIX_MODES:
+            raise SamplingError(f"unknown mix mode {mode!r} (allowed: {', '.join(MIX_MODES)})")
+        if mode not in self._plans:
+            avail = self.available(np.arange(len(self)))
+            rows, inverse, _ = distinct_rows(avail, self.k)
+            if mode == "per_pair":
+                weights, takes = np.ones(len(rows)), fallback_takes(self.allocation, rows).astype(np.float64)
+            else:
+                supply = capped_supply(avail, self.requested, self.k)
+                weights, takes = global_plan(rows, self.requested, self.k, self.bucket_weights, supply)
+            bounds = cumulative_bounds(takes, rows, self.k)
+            self._plans[mode] = weights[inverse], takes[inverse], bounds[inverse]
+        return self._plans[mode]
 
-def fallback_takes(allocation: np.ndarray, avail: np.ndarray) -> np.ndarray:
-    """(B, 9) draws per hardness: each bucket's shortfall moves to the next easier level (8->7->...->1)."""
-    take = np.zeros_like(avail)
-    carry = np.zeros(len(avail), np.int64)
-    for h in range(8, 0, -1):
-        want = allocation[h] + carry
-        take[:, h] = want if h == 1 else np.minimum(want, avail[:, h])
-        carry = want - take[:, h]
-    return take
+    def positions(self, pids: np.ndarray, h: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """Raw positions in each bucket's list of the pos-th allowed candidate (skips excluded codes)."""
+        seg = pids * 8 + h - 1
+        found = np.searchsorted(self.skip_keys, seg * self.span + pos, side="right")
+        return pos + np.where(h <= 7, found - self.skip_start[pids, h], 0)
+
+    def resolve(self, pids: np.ndarray, h: np.ndarray, raw: np.ndarray) -> np.ndarray:
+        """Code at raw position `raw` of bucket h of each pair (flat arrays, branch-free)."""
+        start, size = self.sector_start[pids], self.sector_size[pids]
+        other_sector = self.by_sector[np.minimum(raw + size * (raw >= start), self.n_codes - 1)]
+        listed = self.flat[np.minimum(self.base[pids, h] + raw, len(self.flat) - 1)]
+        return np.where(h == 1, other_sector, listed).astype(np.int64)
+
+    def candidates(self, pid: int, h: int) -> np.ndarray:
+        """Every candidate of bucket h for one pair, in draw order (the sampler's own mapping)."""
+        n = int(self.avail[pid, h])
+        pids, hs = np.full(n, pid), np.full(n, h)
+        return self.resolve(pids, hs, self.positions(pids, hs, np.arange(n)))
 
 
 class Sampler:
-    """Deterministic per (seed, epoch): yields Batch objects covering every pair once per epoch."""
+    """Deterministic per (seed, epoch): yields Batch objects. per_pair mode covers every pair once per
+    epoch; global mode draws as many pairs, weighted by the buckets they can supply."""
 
     def __init__(self, index: SamplingIndex, batch_size: int = 1024, seed: int = 0,
-                 pair_ids: np.ndarray | None = None):
+                 pair_ids: np.ndarray | None = None, mode: str | None = None):
         self.index = index
         self.batch_size = batch_size
         self.seed = seed
+        self.mode = mode or index.mix
         self.pair_ids = np.arange(len(index)) if pair_ids is None else np.asarray(pair_ids)
-        self.fallback_pairs = np.zeros(9, np.int64)   # pairs whose bucket h came up short
-        self.shortfall = np.zeros(9, np.int64)        # negatives moved away from bucket h
         # Everything that depends on the pair alone is computed once per index, not per batch.
-        self._take, self._avail, self._base = index.plan
+        weights, self.takes, self._bounds = index.plan(self.mode)
+        self._cum_weights = epoch_weights_fixed(weights[self.pair_ids]) if self.mode == "global" else None
 
     def __len__(self) -> int:
         return -(-len(self.pair_ids) // self.batch_size)
 
+    def epoch_order(self, rng: np.random.Generator) -> np.ndarray:
+        """The epoch's pair ids: a permutation (per_pair), or len(pair_ids) weighted draws (global)."""
+        n = len(self.pair_ids)
+        if self._cum_weights is None:
+            return self.pair_ids[rng.permutation(n)]
+        ticks = int(rng.integers(0, PAIR_UNIT)) + np.arange(n, dtype=np.int64) * PAIR_UNIT
+        drawn = self.pair_ids[np.searchsorted(self._cum_weights, ticks, side="right")]
+        return drawn[rng.permutation(n)]
+
     def epoch(self, epoch: int):
         rng = np.random.default_rng([self.seed, epoch])
-        order = self.pair_ids[rng.permutation(len(self.pair_ids))]
+        order = self.epoch_order(rng)
         for i in range(0, len(order), self.batch_size):
             yield self.batch(order[i:i + self.batch_size], rng)
 
     def batch(self, pids: np.ndarray, rng: np.random.Generator) -> Batch:
         ix = self.index
         b, k = len(pids), ix.k
-        take = self._take[pids]
-        want = ix.allocation[1:]
-        self.fallback_pairs[1:] += (take[:, 1:] < want).sum(0)
-        self.shortfall[1:] += np.maximum(want - take[:, 1:], 0).sum(0)
+        # Takes per bucket: the pair's fixed-point bounds rounded by one offset per row.
+        offset = rng.integers(0, UNIT, size=(b, 1))
+        cuts = -((offset - self._bounds[pids]) // UNIT)                  # (B, 9) ceil((bound - u) / UNIT)
+        counts = np.diff(cuts, axis=1).ravel()                           # (B*8,) h = 8..1 per row
         # Flat slots, row-major, hardest bucket first: every row's takes sum to K.
-        counts = take[:, :0:-1].ravel()                                # (B*8,) h = 8..1 per row
-        cell = np.repeat(np.arange(b * 8), counts)                     # (B*K,) which (row, bucket)
+        cell = np.repeat(np.arange(b * 8), counts)                       # (B*K,) which (row, bucket)
         row, h = cell >> 3, 8 - (cell & 7)
-        j = np.arange(b * k) - np.repeat(np.cumsum(counts) - counts, counts)
-        t = counts[cell].astype(np.float64)
-        # Per-pair values are gathered once per row (B random reads), then expanded locally.
+        j = np.arange(b * k) - row * k - np.repeat(cuts[:, :8].ravel(), counts)
+        t = counts[cell]
         rc = row * 9 + h
-        n = self._avail[pids].ravel()[rc]
+        n = ix.avail[pids].ravel()[rc].astype(np.int64)
         # Stratified draw: one position from each of t equal slices of the n candidates, so the
         # t draws are distinct and O(t) whatever n is.
-        # (float division of exact integers < 2**31: floor is exact since the gap to the next
-        # integer is at least 1/t.)
-        step = n / t
-        lo = np.floor(j * step)
-        pos = (lo + np.floor(rng.random(b * k) * (np.floor((j + 1) * step) - lo))).astype(np.int64)
-        base = self._base[pids].ravel()[rc]
-        start, size = ix.sector_start[pids][row], ix.sector_size[pids][row]
-        neg = self._resolve(h, pos, base, start, size)
-        label = h.astype(np.int8)
-        flagged = ix.pair_has_exclusions[pids]
-        if flagged.any():
-            self._reject_excluded(pids, row, h, n, pos, base, start, size, neg, label, flagged, rng)
-        return Batch(ix.anchor[pids], ix.positive[pids], neg.reshape(b, k), label.reshape(b, k))
-
-    def _resolve(self, h, pos, base, start, size) -> np.ndarray:
-        """Candidate at position `pos` of each slot's bucket (flat arrays, branch-free)."""
-        ix = self.index
-        other_sector = ix.by_sector[np.minimum(pos + size * (pos >= start), ix.n_codes - 1)]
-        listed = ix.flat[np.minimum(base + pos, len(ix.flat) - 1)]
-        return np.where(h == 1, other_sector, listed).astype(np.int64)
-
-    def _reject_excluded(self, pids, row, h, n, pos, base, start, size, neg, label, flagged, rng) -> None:
-        """A candidate excluded by the anchor or positive is really hardness 8: redraw it from the same
-        range, and label it 8 if it keeps coming back (a tiny, all-excluded range)."""
-        ix = self.index
-        check = np.nonzero(flagged[row] & (h != 8))[0]
-        p = pids[row[check]]
-        a, pos_code = ix.anchor[p], ix.positive[p]
-        for attempt in range(4):
-            cand = neg[check]
-            bad = ix.excluded(a, cand) | ix.excluded(pos_code, cand)
-            if not bad.any():
-                return
-            redo = check[bad]
-            if attempt == 3:
-                label[redo] = 8
-                return
-            new_pos = (rng.random(len(redo)) * n[redo]).astype(np.int64)
-            neg[redo] = self._resolve(h[redo], new_pos, base[redo], start[redo], size[redo])
+        lo, hi = j * n // t, (j + 1) * n // t
+        pos = lo + np.minimum((rng.random(b * k) * (hi - lo)).astype(np.int64), np.maximum(hi - lo - 1, 0))
+        p = pids[row]
+        skipped = np.nonzero(ix.skip_count[pids].ravel()[rc] > 0)[0]
+        if len(skipped):
+            pos[skipped] = ix.positions(p[skipped], h[skipped], pos[skipped])
+        neg = ix.resolve(p, h, pos)
+        return Batch(ix.anchor[pids], ix.positive[pids], neg.reshape(b, k), h.astype(np.int8).reshape(b, k))
 
 
-def simulate_epoch(index: SamplingIndex, seed: int = 0, batch_size: int = 4096) -> dict:
-    """Realized hardness mix and fallbacks over one epoch."""
-    sampler = Sampler(index, batch_size=batch_size, seed=seed)
+# ---------------------------------------------------------------------------------------------
+# One simulated epoch and the mix report written into meta.json
+
+def simulate_epoch(index: SamplingIndex, seed: int = 0, batch_size: int = 4096, mode: str | None = None) -> dict:
+    """Realized hardness mix, draws per pair and sampler speed over one epoch."""
+    sampler = Sampler(index, batch_size=batch_size, seed=seed, mode=mode)
     counts = np.zeros(9, np.int64)
+    draws = np.zeros(len(index), np.int64)
     t = time.perf_counter()
-    for batch in sampler.epoch(0):
+    rng = np.random.default_rng([seed, 0])
+    order = sampler.epoch_order(rng)
+    for i in range(0, len(order), batch_size):
+        batch = sampler.batch(order[i:i + batch_size], rng)
         counts += np.bincount(batch.hardness.ravel(), minlength=9)
     seconds = time.perf_counter() - t
+    np.add.at(draws, order, 1)
     total = counts.sum()
-    requested = index.allocation / max(index.k, 1)
-    return {
-        "requested": {h: float(requested[h]) for h in HARDNESS},
-        "realized": {h: float(counts[h] / total) if total else 0.0 for h in HARDNESS},
-        "negatives": {h: int(counts[h]) for h in HARDNESS},
-        "fallback_pairs": {h: int(sampler.fallback_pairs[h]) for h in HARDNESS},
-        "shortfall": {h: int(sampler.shortfall[h]) for h in HARDNESS},
-        "samples_per_second": len(index) / seconds if seconds else 0.0,
-    }
+    return {"mode": sampler.mode, "negatives": counts, "draws": draws,
+            "realized": counts / total if total else np.zeros(9),
+            "samples_per_second": len(order) / seconds if seconds else 0.0}
+
+
+def _shares(values: np.ndarray, keep) -> dict[str, float]:
+    return {str(h): round(float(values[h]), 6) for h in HARDNESS if keep(h)}
+
+
+def _distance_shares(index: SamplingIndex, weights: np.ndarray) -> dict[str, float]:
+    d, inverse = np.unique(index.positive_distance, return_inverse=True)
+    per = np.bincount(inverse, weights=weights, minlength=len(d))
+    return {f"{v:g}": round(float(s), 6) for v, s in zip(d, per / per.sum())}
+
+
+def mix_report(index: SamplingIndex, sim: dict) -> dict:
+    """meta.json fields: mix, requested_mix, realized_mix, shortfalls (and global mode's positive shift)."""
+    mode, requested, realized = sim["mode"], index.requested, sim["realized"]
+    avail = index.available(np.arange(len(index)))
+    out = {"mix": mode, "requested_mix": _shares(requested, lambda h: requested[h] > 0),
+           "realized_mix": _shares(realized, lambda h: requested[h] > 0 or realized[h] > 0),
+           "realized_negatives": {str(h): int(sim["negatives"][h]) for h in HARDNESS if sim["negatives"][h]},
+           "candidates": {str(h): int(avail[:, h].sum()) for h in HARDNESS},
+           "epoch_draws": int(sim["draws"].sum()), "sampler_samples_per_second": round(sim["samples_per_second"])}
+    if mode == "per_pair":
+        out["shortfalls"] = _per_pair_shortfalls(index, avail)
+    else:
+        out["shortfalls"] = _global_shortfalls(index, avail, realized, int(sim["negatives"].sum()))
+        draws = sim["draws"]
+        out["positive_shift"] = {
+            "pairs_drawn_share": round(float((draws > 0).mean()), 6), "max_draws_per_pair": int(draws.max()),
+            "positive_distance": {"per_pair": _distance_shares(index, np.ones(len(index))),
+                                  "global": _distance_shares(index, draws.astype(np.float64))}}
+    return out
+
+
+def _per_pair_shortfalls(index: SamplingIndex, avail: np.ndarray) -> dict:
+    flows = fallback_flows(index.allocation, avail)
+    out = {}
+    for h in HARDNESS:
+        short = index.allocation[h] > avail[:, h]
+        if h > 1 and short.any():
+            out[str(h)] = {"candidates": int(avail[:, h].sum()), "pairs_with_candidates": int((avail[:, h] > 0).sum()),
+                           "pairs_short": int(short.sum()),
+                           "negatives_short": int((index.allocation[h] - avail[short, h]).sum()),
+                           "went_to": {str(g): int(flows[h, g]) for g in range(h - 1, 0, -1) if flows[h, g]}}
+    return out
+
+
+def _global_shortfalls(index: SamplingIndex, avail: np.ndarray, realized: np.ndarray, negatives: int) -> dict:
+    """Buckets whose fitted (expected) share stays below the request: no choice of pair weights
+    within the global rule reaches it. The missing negatives are split over the buckets in excess."""
+    weights, takes, _ = index.plan("global")
+    expected = expected_mix(weights, takes, index.k)
+    excess = np.maximum(realized - index.requested, 0)
+    out = {}
+    for h in HARDNESS:
+        gap = index.requested[h] - expected[h]
+        if index.requested[h] > 0 and gap > 1e-4:
+            went = excess / excess.sum() * gap * negatives if excess.sum() > 0 else np.zeros(9)
+            out[str(h)] = {"candidates": int(avail[:, h].sum()), "pairs_with_candidates": int((avail[:, h] > 0).sum()),
+                           "requested": round(float(index.requested[h]), 6), "achievable": round(float(expected[h]), 6),
+                           "negatives_short": int(round(gap * negatives)),
+                           "went_to": {str(g): int(round(went[g])) for g in HARDNESS if round(went[g])}}
+    return out

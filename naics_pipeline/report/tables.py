@@ -24,13 +24,32 @@ def hardness_markdown(counts: dict[int, int]) -> str:
     return "\n".join(lines)
 
 
-def mix_markdown(sim: dict, candidates: dict[int, int]) -> str:
-    lines = ["| Hardness | Candidates | Requested | Realized | Pairs short | Negatives moved away |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for h in HARDNESS:
-        if sim["requested"][h] or sim["realized"][h]:
-            lines.append(f"| {h} | {candidates[h]:,} | {100 * sim['requested'][h]:.2f}% | "
-                         f"{100 * sim['realized'][h]:.2f}% | {sim['fallback_pairs'][h]:,} | {sim['shortfall'][h]:,} |")
+def _went_to(flows: dict) -> str:
+    return ", ".join(f"{n:,} to {h}" for h, n in flows.items()) or "-"
+
+
+def mix_markdown(meta: dict) -> str:
+    """A sampling index's requested vs realized mix (meta.json), its shortfalls and, in global mode,
+    how far the positives moved."""
+    requested, realized = meta["requested_mix"], meta["realized_mix"]
+    shortfalls, candidates, allocation = meta["shortfalls"], meta["candidates"], meta["allocation"]
+    lines = [f"Mix: **{meta['mix']}** (of K per pair: the per-pair split of K before fallback).", "",
+             "| Hardness | Candidates | Requested | Realized | Of K per pair | Pairs short | Negatives short "
+             "| Went to |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for h in (str(h) for h in HARDNESS):
+        if h in requested or h in realized:
+            short = shortfalls.get(h, {})
+            pairs_short = f"{short['pairs_short']:,}" if "pairs_short" in short else "-"
+            lines.append(f"| {h} | {candidates[h]:,} | {100 * requested.get(h, 0):.2f}% | "
+                         f"{100 * realized.get(h, 0):.2f}% | {allocation.get(h, 0)} | {pairs_short} | "
+                         f"{short.get('negatives_short', 0):,} | {_went_to(short.get('went_to', {}))} |")
+    shift = meta.get("positive_shift")
+    if shift:
+        per_pair, drawn = shift["positive_distance"]["per_pair"], shift["positive_distance"]["global"]
+        lines += ["", f"Pairs drawn at least once in the epoch: {100 * shift['pairs_drawn_share']:.1f}% "
+                      f"(most draws of one pair: {shift['max_draws_per_pair']}).", "",
+                  "| Positive distance | Share of pairs | Share of draws |", "|---:|---:|---:|"]
+        lines += [f"| {d} | {100 * per_pair[d]:.2f}% | {100 * drawn[d]:.2f}% |" for d in per_pair]
     return "\n".join(lines)
 
 

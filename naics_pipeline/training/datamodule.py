@@ -91,22 +91,19 @@ class PairDataModule(L.LightningDataModule):
     # --- drawing on the device ---------------------------------------------------------------------
     def _device_state(self, device: torch.device):
         if self.sampler is None or self.sampler.device != device:
-            try:
-                from naics_pipeline.curricula.torch_sampler import TorchSampler
-            except ImportError:  # TODO(lead): remove once the torch sampler lands
-                TorchSampler = _NumpyOnDevice
-            self.sampler = TorchSampler(self.index, device)
-            self.train_ids_t = torch.as_tensor(self.train_ids, device=device)
+            from naics_pipeline.curricula.torch_sampler import TorchSampler
+
+            # The curriculum's mix decides the epoch: a permutation (per_pair) or weighted draws (global).
+            self.sampler = TorchSampler(self.index, device, seed=self.seed, pair_ids=self.train_ids)
             self.val_ids_t = torch.as_tensor(self.val_ids, device=device)
         return self.sampler
 
     def _epoch_order(self, epoch: int, device: torch.device) -> torch.Tensor:
-        """This rank's pair ids for the epoch: one seeded permutation shared by all ranks, sharded."""
+        """This rank's pair ids for the epoch: one seeded order shared by all ranks, sharded."""
         if self._order is None or self._order[0] != (epoch, device):
             rank, world = rank_world(self.trainer)
-            gen = torch.Generator(device="cpu").manual_seed(_seed(self.seed, epoch))
-            perm = torch.randperm(len(self.train_ids), generator=gen).to(device)
-            self._order = ((epoch, device), self.train_ids_t[perm][rank::world][:self.pairs_per_rank()])
+            order = self.sampler.epoch_order(epoch, rank, world)
+            self._order = ((epoch, device), order[:self.pairs_per_rank()])
         return self._order[1]
 
     def _generator(self, device: torch.device, epoch: int, step: int, stage: int) -> torch.Generator:
@@ -140,17 +137,3 @@ class PairDataModule(L.LightningDataModule):
             self._text_order = ((epoch, device), torch.randperm(self.text_count, generator=gen)[rank::world].to(device))
         return self._text_order[1][step * per_step:(step + 1) * per_step]
 
-
-class _NumpyOnDevice:
-    """The numpy sampler's draws moved to the device (a stand-in until the torch sampler lands)."""
-
-    def __init__(self, index: SamplingIndex, device: torch.device):
-        from naics_pipeline.curricula.sampling import Sampler
-
-        self.device = device
-        self.sampler = Sampler(index)
-
-    def batch(self, pids: torch.Tensor, generator: torch.Generator):
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)))
-        b = self.sampler.batch(pids.cpu().numpy(), rng)
-        return tuple(torch.as_tensor(x, device=self.device) for x in (b.anchor, b.positive, b.negatives, b.hardness))

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 
 from naics_pipeline import settings
 from naics_pipeline.curricula.config import Curriculum, curriculum_warnings, load_curricula
-from naics_pipeline.curricula.sampling import HARDNESS, SamplingIndex, build_index, simulate_epoch
+from naics_pipeline.curricula.sampling import HARDNESS, INDEX_VERSION, SamplingIndex, build_index
 from naics_pipeline.defs.assets.source import OWNERS
 from naics_pipeline.defs.resources import StorageResource
 from naics_pipeline.report.plots import bar_chart, markdown_image
@@ -22,15 +22,31 @@ def sampling_index_key(curriculum_name: str) -> dg.AssetKey:
 
 
 def _code_version(c: Curriculum) -> str:
-    # The YAML's own bytes: editing one curriculum makes only its index stale.
-    return hashlib.sha256(Path(c.path).read_bytes()).hexdigest()[:16] if c.path else "0"
+    # The YAML's own bytes (editing one curriculum makes only its index stale) and the index format.
+    digest = hashlib.sha256(Path(c.path).read_bytes()).hexdigest()[:16] if c.path else "0"
+    return f"{INDEX_VERSION}-{digest}"
+
+
+def shortfall_warnings(meta: dict, pairs: int) -> list[str]:
+    """One `Insufficient negatives for hardness X` line per bucket in the index's shortfalls."""
+    out = []
+    for h, s in meta["shortfalls"].items():
+        went = ", ".join(f"{n:,} to hardness {g}" for g, n in s["went_to"].items()) or "nowhere"
+        if meta["mix"] == "per_pair":
+            out.append(f"Insufficient negatives for hardness {h}: {s['pairs_short']:,} of {pairs:,} pairs short, "
+                       f"{s['negatives_short']:,} negatives fell back to easier levels ({went})")
+        else:
+            out.append(f"Insufficient negatives for hardness {h}: {100 * s['requested']:.2f}% requested, at most "
+                       f"{100 * s['achievable']:.2f}% reachable from {s['candidates']:,} candidates; "
+                       f"{s['negatives_short']:,} negatives per epoch went elsewhere ({went})")
+    return out
 
 
 def sampling_index_asset(c: Curriculum) -> dg.AssetsDefinition:
     @dg.asset(name=sampling_index_key(c.name).path[0], group_name="curricula",
               deps=["naics_triplets", "naics_distances", "naics_descriptions"],
               kinds={"parquet", "numpy"}, owners=OWNERS, code_version=_code_version(c),
-              description=f"Sampling index for curriculum {c.name} ({c.path.name if c.path else ''}): "
+              description=f"Sampling index for curriculum {c.name} ({c.path.name if c.path else ''}, mix {c.mix}): "
                           f"filtered (anchor, positive) pairs and candidate negatives per hardness bucket.")
     def _asset(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
         layout = storage.layout
@@ -39,30 +55,30 @@ def sampling_index_asset(c: Curriculum) -> dg.AssetsDefinition:
         target = layout.sampling_index(c.name)
         stats = build_index(c, pq.read_table(layout.descriptions), layout.distances, layout.triplets,
                             target, seed=INDEX_SEED)
-        index = SamplingIndex(target)
-        candidates = index.candidate_totals()
-        sim = simulate_epoch(index, seed=INDEX_SEED)
-        for h in HARDNESS:
-            if sim["fallback_pairs"][h]:
-                context.log.warning(f"Insufficient negatives for hardness {h}: {sim['fallback_pairs'][h]:,} of "
-                                    f"{stats['pairs']:,} pairs short, {sim['shortfall'][h]:,} negatives fell back "
-                                    "to easier levels")
-        shown = [h for h in HARDNESS if sim["requested"][h] or sim["realized"][h]]
-        plot = bar_chart(shown, {"requested": [100 * sim["requested"][h] for h in shown],
-                                 "realized": [100 * sim["realized"][h] for h in shown]},
-                         f"{c.name}: hardness mix over one simulated epoch", "% of negatives")
+        meta = SamplingIndex(target).meta
+        for warning in shortfall_warnings(meta, stats["pairs"]):
+            context.log.warning(warning)
+        shown = [str(h) for h in HARDNESS if str(h) in meta["requested_mix"] or str(h) in meta["realized_mix"]]
+        plot = bar_chart(shown, {"requested": [100 * meta["requested_mix"].get(h, 0) for h in shown],
+                                 "realized": [100 * meta["realized_mix"].get(h, 0) for h in shown]},
+                         f"{c.name}: hardness mix over one simulated epoch ({meta['mix']})", "% of negatives")
         write_catalog(layout.root, layout.tables())
+        extra = {"positive_shift": dg.MetadataValue.json(meta["positive_shift"])} if "positive_shift" in meta else {}
         return dg.MaterializeResult(metadata={
             "dagster/row_count": stats["pairs"], "pairs": stats["pairs"], "anchors": stats["anchors"],
             "candidate_groups": stats["groups"], "build_seconds": stats["build_seconds"],
             "curriculum": dg.MetadataValue.json(c.to_dict()),
             "allocation_of_k": dg.MetadataValue.json({str(h): n for h, n in c.allocation().items()}),
-            "candidates_per_bucket": dg.MetadataValue.json({str(h): candidates[h] for h in HARDNESS}),
-            "mix": dg.MetadataValue.md(mix_markdown(sim, candidates)),
+            "candidates_per_bucket": dg.MetadataValue.json(meta["candidates"]),
+            "mix_mode": meta["mix"],
+            "requested_mix": dg.MetadataValue.json(meta["requested_mix"]),
+            "realized_mix": dg.MetadataValue.json(meta["realized_mix"]),
+            "shortfalls": dg.MetadataValue.json(meta["shortfalls"]),
+            "mix": dg.MetadataValue.md(mix_markdown(meta)),
             "mix_plot": dg.MetadataValue.md(markdown_image(plot, "requested vs realized mix")),
-            "fallback_pairs": dg.MetadataValue.json({str(h): v for h, v in sim["fallback_pairs"].items() if v}),
-            "sampler_samples_per_second": round(sim["samples_per_second"]),
+            "sampler_samples_per_second": meta["sampler_samples_per_second"],
             "path": dg.MetadataValue.path(str(target)),
+            **extra,
         })
 
     return _asset
