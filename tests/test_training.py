@@ -255,3 +255,23 @@ def test_text_alignment_stage_learns_to_place_entries_at_their_code(prepared, tm
     assert text.metrics["text_retrieval"]["top5_6digit"] >= text.metrics["retrieval"]["top5_6digit"]
     blob = torch.load(text.model_path, weights_only=False)
     assert {"text_head", "text_config"} <= set(blob) and "text_encoder" not in blob   # frozen: no encoder copy
+
+
+def test_text_alignment_can_fine_tune_the_encoder(prepared, tmp_path):
+    """The GPU path on the CPU: MiniLM itself is trained (its weights move and land in model.pt)."""
+    from naics_pipeline.text.encoder import build_text_embeddings
+    from naics_pipeline.training.text_alignment import TextConfig
+
+    layout, desc, _ = prepared
+    holdout = pq.read_table(layout.index_holdout)
+    emb = build_text_embeddings(desc, holdout, "minilm")
+    r = train_stage("t", layout.sampling_index("all"), emb, desc, tmp_path / "t", SMALL,
+                    cfg(epochs=1, batch_size=16), log=lambda m: None,
+                    text=TextConfig(encoder="finetune", hidden_dim=16, max_tokens=16),
+                    holdout_texts=holdout.column("entry").to_pylist())
+    blob = torch.load(r.model_path, weights_only=False)
+    from naics_pipeline.text.encoder import make_encoder
+    before = make_encoder("minilm").model.state_dict()
+    moved = [k for k, v in blob["text_encoder"].items() if not torch.equal(v, before[k].half())]
+    assert moved and "every weight of the MiniLM" in r.metrics["trained_weights"]
+    assert r.metrics["text_retrieval"]["holdout_entries"] == holdout.num_rows

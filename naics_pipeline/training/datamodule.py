@@ -135,5 +135,7 @@ class PairDataModule(L.LightningDataModule):
         if self._text_order is None or self._text_order[0] != (epoch, device):
             gen = torch.Generator(device="cpu").manual_seed(_seed(self.seed, TEXT, epoch))
             self._text_order = ((epoch, device), torch.randperm(self.text_count, generator=gen)[rank::world].to(device))
-        return self._text_order[1][step * per_step:(step + 1) * per_step]
+        order = self._text_order[1]
+        # Always per_step texts (wrapping around): one shape every step, never an empty batch.
+        return order[(step * per_step + torch.arange(per_step, device=device)) % len(order)]
 

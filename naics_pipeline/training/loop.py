@@ -169,15 +169,17 @@ def _evaluate(model: NaicsEmbedder, embeddings: TextEmbeddings, descriptions: pa
 
 
 def _text_module(common: tuple, common_kw: dict, text: TextConfig, index: SamplingIndex, descriptions: pa.Table,
-                 encoder_name: str, on_gpu: bool, log) -> tuple[TextAlignmentModule, int]:
-    """The text-alignment module over the kept index entries and 6-digit titles (never the held-out)."""
+                 encoder_name: str, on_gpu: bool, log, examples: TextExamples | None = None
+                 ) -> tuple[TextAlignmentModule, int]:
+    """The text-alignment module over the kept index entries and 6-digit titles (never the held-out),
+    or over `examples` (a cross-validation fold)."""
     if text.encoder == "auto":
-        text = replace(text, encoder="finetune" if on_gpu and encoder_name == "minilm" else "frozen")
-    examples = TextExamples.from_descriptions(descriptions)
+        text = replace(text, encoder="finetune" if on_gpu and encoder_name.startswith("minilm") else "frozen")
+    examples = examples or TextExamples.from_descriptions(descriptions)
     leaves, hardness = leaf_hardness(descriptions)
     leaf_of_row = {int(r): j for j, r in enumerate(leaves)}
     if text.encoder == "finetune":
-        if encoder_name != "minilm":
+        if not encoder_name.startswith("minilm"):
             raise ValueError(f"text encoder 'finetune' needs the minilm encoder, not {encoder_name!r}")
         st = make_encoder(encoder_name).trainable()
         st.max_seq_length = text.max_tokens
@@ -221,7 +223,7 @@ def save_model(path: Path, blob: dict) -> None:
 def train_stage(stage: str, index_dir: Path, embeddings: TextEmbeddings, descriptions: pa.Table, out_dir: Path,
                 model_cfg: ModelConfig, train_cfg: TrainConfig, init_from: Path | None = None,
                 log=print, callbacks: list | None = None, text: TextConfig | None = None,
-                holdout_texts: list[str] | None = None) -> StageResult:
+                holdout_texts: list[str] | None = None, text_examples: TextExamples | None = None) -> StageResult:
     """Train one stage; with `text`, a text-alignment stage (see training.text_alignment)."""
     t0 = time.perf_counter()
     on_gpu = uses_gpu(train_cfg.accelerator)
@@ -232,7 +234,8 @@ def train_stage(stage: str, index_dir: Path, embeddings: TextEmbeddings, descrip
     if embeddings.codes != descriptions.column("code").to_pylist():
         raise ValueError("text embeddings do not match naics_descriptions: rematerialize text_embeddings")
     fingerprint = _fingerprint(model_cfg.to_dict(), asdict(cfg), index.meta, _file_hash(init_from),
-                               embeddings.encoder, asdict(text) if text else None)
+                               embeddings.encoder, asdict(text) if text else None,
+                               len(text_examples.texts) if text_examples else None)
     resume = _resume_state(out_dir, fingerprint)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     # The guide keeps exclusions out of early stages: the hinge follows the curriculum's bucket 8.
@@ -245,7 +248,7 @@ def train_stage(stage: str, index_dir: Path, embeddings: TextEmbeddings, descrip
     text_count = 0
     if text is not None:
         module, text_count = _text_module(common, common_kw, text, index, descriptions, embeddings.encoder,
-                                          on_gpu, log)
+                                          on_gpu, log, text_examples)
     else:
         module = NaicsContrastive(*common, **common_kw)
     if init_from is not None and not resume:
