@@ -243,11 +243,35 @@ def held_out_links(links: list[tuple[str, str]], share: float, seed: int = 0) ->
     return held
 
 
-def without_held(text: str, held: set[str], valid: set[str], own: str) -> str:
-    """`text` less every sentence naming one of the held codes."""
+def without_held(text: str, held: set[str], valid: set[str], own: str) -> tuple[str, int]:
+    """`text` less every sentence naming one of the held codes, and how many sentences went."""
     if not held:
-        return text
-    return " ".join(s for s in _SENTENCE.split(text) if not held & set(codes_in_text(s, valid, own)))
+        return text, 0
+    sentences = _SENTENCE.split(text)
+    kept = [s for s in sentences if not held & set(codes_in_text(s, valid, own))]
+    return " ".join(kept), len(sentences) - len(kept)
+
+
+@dataclass
+class CodeExclusions:
+    """One code's exclusion columns after the holdout, and what the holdout removed from its text."""
+    excluded: str
+    kept: list[str]
+    held: list[str]
+    description: str
+    rows_dropped: int
+    sentences_dropped: int
+
+
+def code_exclusions(code: str, pieces: list[ExclusionPiece], description: str, held_links: set[tuple[str, str]],
+                    valid: set[str]) -> CodeExclusions:
+    links = links_of(pieces)
+    held = [x for x in links if (code, x) in held_links]
+    kept_pieces = [p for p in pieces if not set(p.codes) & set(held)]
+    description, sentences_dropped = without_held(description, set(held), valid, code)
+    rows_dropped = sum(1 for p in pieces if p.row is not None) - sum(1 for p in kept_pieces if p.row is not None)
+    return CodeExclusions(" ".join(p.text for p in kept_pieces), [x for x in links if x not in held], held,
+                          description, rows_dropped, sentences_dropped)
 
 
 def split_holdout(entries: list[str], code: str) -> tuple[list[str], list[str]]:
@@ -293,20 +317,15 @@ def build_descriptions(src: SourceFiles, exclusion_holdout: float = 0.0, seed: i
     hold_codes, hold_entries = [], []
     dropped = {"cross_reference_rows": 0, "description_sentences": 0}
     for i, (code, title, _) in enumerate(codes):
-        held_codes = [x for x in links[code] if (code, x) in held]
-        kept_pieces = [p for p in pieces[code] if not set(p.codes) & set(held_codes)]
-        dropped["cross_reference_rows"] += sum(1 for p in pieces[code] if p.row is not None) \
-            - sum(1 for p in kept_pieces if p.row is not None)
-        description = without_held(desc[code], set(held_codes), valid, code)
-        dropped["description_sentences"] += len(_SENTENCE.split(desc[code])) - len(_SENTENCE.split(description)) \
-            if held_codes else 0
+        ex = code_exclusions(code, pieces[code], desc[code], held, valid)
+        dropped["cross_reference_rows"] += ex.rows_dropped
+        dropped["description_sentences"] += ex.sentences_dropped
         kept, held_entries = split_holdout(index.get(code, []), code)
         hold_codes += [code] * len(held_entries)
         hold_entries += held_entries
-        row = dict(index=i, level=len(code), code=code, title=title, description=description or title,
-                   examples="; ".join(kept), excluded=" ".join(p.text for p in kept_pieces),
-                   excluded_codes=[x for x in links[code] if x not in held_codes],
-                   held_out_excluded_codes=held_codes, parent=parent_of(code), sector=sector_of(code))
+        row = dict(index=i, level=len(code), code=code, title=title, description=ex.description or title,
+                   examples="; ".join(kept), excluded=ex.excluded, excluded_codes=ex.kept,
+                   held_out_excluded_codes=ex.held, parent=parent_of(code), sector=sector_of(code))
         for k, v in row.items():
             cols[k].append(v)
     table = pa.table(cols, schema=DESCRIPTIONS_SCHEMA)
