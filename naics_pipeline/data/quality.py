@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 
 from naics_pipeline.data.distances import TreeArrays, distance_matrix, tree_arrays
 from naics_pipeline.data.graph import ROOT, build_graph, graph_from_tables, tree_problems
-from naics_pipeline.data.triplets import HARDNESS_1_DIR, count_by_hardness, triplets_sql
-from naics_pipeline.storage import connect, parquet_glob
+from naics_pipeline.data.triplets import HARDNESS_1_DIR, triplets_sql
+from naics_pipeline.storage import connect
 
 # The official shape of each known vintage: codes per level (2 = sector).
 OFFICIAL_LEVELS = {
@@ -170,7 +170,8 @@ def _expected_triplet_count(t: TreeArrays, dist: np.ndarray | None = None) -> in
 
 # The label rules every row obeys; the check counts the rows breaking each.
 _LABEL_RULES = [
-    ("related rows with positive_distance >= negative_distance", "NOT unrelated AND positive_distance >= negative_distance"),
+    ("related rows with positive_distance >= negative_distance",
+     "NOT unrelated AND positive_distance >= negative_distance"),
     ("hardness 1 rows not unrelated or excluded", "hardness = 1 AND (NOT unrelated OR excluded)"),
     ("hardness 2-7 rows flagged unrelated/excluded", "hardness BETWEEN 2 AND 7 AND (unrelated OR excluded)"),
     ("hardness 8 rows not excluded", "hardness = 8 AND NOT excluded"),
