@@ -141,13 +141,16 @@ def independent_triplet_counts(desc: pa.Table) -> tuple[int, int, int]:
     (quality.tree_distances_from, not distances.py) and the kept exclusion links, by numpy per anchor:
     a triplet is (a, p, n) with p != a in a's sector, n in another sector or farther from a than p;
     hardness 8 when n is excluded by a or by p. A stage-3 pair is any same-sector (a, p) that is not an
-    exclusion link either way round (03_stage_hard: every level, no distance bound)."""
+    exclusion link, kept or held out, either way round (03_stage_hard: every level, no distance bound)."""
     n = desc.num_rows
     signed = quality.tree_distances_from(desc, np.arange(n))   # negative: another sector
     other_sector, dist = signed < 0, np.abs(signed)
     excluded = np.zeros((n, n), bool)
     links = exclusion_pairs(desc)
     excluded[links["code"].to_numpy(), links["excluded"].to_numpy()] = True
+    linked = excluded.copy()
+    held = held_out_exclusion_pairs(desc)
+    linked[held["code"].to_numpy(), held["excluded"].to_numpy()] = True
     total = h8 = pairs = 0
     for a in range(n):
         p = np.flatnonzero(~other_sector[a])
@@ -155,7 +158,7 @@ def independent_triplet_counts(desc: pa.Table) -> tuple[int, int, int]:
         qualifies = other_sector[a][None, :] | (dist[a][None, :] > dist[a, p][:, None])   # (|p|, n)
         total += int(qualifies.sum())
         h8 += int((qualifies & (excluded[a][None, :] | excluded[p])).sum())
-        pairs += int((~(excluded[a, p] | excluded[p, a])).sum())
+        pairs += int((~(linked[a, p] | linked[p, a])).sum())
     return total, h8, pairs
 
 
