@@ -18,12 +18,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from naics_pipeline.curricula.config import load_curricula, load_plan  # noqa: E402
 from naics_pipeline.layout import Layout  # noqa: E402
 from naics_pipeline.settings import REPO_ROOT  # noqa: E402
-from naics_pipeline.text.encoder import TextEmbeddings, build_text_embeddings  # noqa: E402
+from naics_pipeline.text.encoder import CHANNELS, TextEmbeddings, build_text_embeddings  # noqa: E402
 
 SOURCE = Path(__file__).resolve().parents[2] / "shared" / "naics" / "2022"
 COLUMNS = [("seconds", "s"), ("final_train_loss", "train loss"), ("final_val_loss", "val loss"),
@@ -77,6 +78,12 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--run-name", default=None, help="train into ROOT/runs/NAME instead of ROOT")
     ap.add_argument("--curricula", default=str(REPO_ROOT / "curricula"), help="folder with stages.yaml")
     ap.add_argument("--out", default=None, help="write the per-stage results as JSON here")
+    ap.add_argument("--without-examples", action="store_true",
+                    help="blank every code's examples channel (the index entries), e.g. for the cross-validation, "
+                         "whose test folds would otherwise be in the codes' own inputs")
+    ap.add_argument("--text-folds", default=None,
+                    help="parquet of (text, code, fold): train each text stage once per fold on the other folds' "
+                         "texts and score it on the fold's (the BEACON-style cross-validation)")
     return ap.parse_args()
 
 
@@ -95,6 +102,9 @@ def main() -> None:
     layout = Layout(Path(args.root))
     desc = pq.read_table(layout.descriptions)
     emb = TextEmbeddings.load(layout.text_embeddings)
+    if args.without_examples:
+        examples = CHANNELS.index("examples")
+        emb.channels[:, examples], emb.present[:, examples] = 0.0, False
     holdout = pq.read_table(layout.index_holdout).column("entry").to_pylist()
     devices = int(args.devices) if args.devices.isdigit() else args.devices
     out = Layout(layout.root / "runs" / args.run_name) if args.run_name else layout
@@ -116,6 +126,9 @@ def main() -> None:
         text = None
         if stage.text is not None:
             text = TextConfig(**{**stage.text, **({"encoder": args.text_encoder} if args.text_encoder else {})})
+        if text is not None and args.text_folds:
+            rows += cross_validate(stage, layout, out, emb, desc, mcfg, cfg, prev, text, Path(args.text_folds))
+            continue
         r = train_stage(stage.name, layout.sampling_index(stage.curriculum.name), emb, desc,
                         out.stage_dir(stage.name), mcfg, cfg, init_from=prev, text=text, holdout_texts=holdout)
         prev = r.model_path
@@ -127,6 +140,29 @@ def main() -> None:
         print_table(rows, total)
     if rows and args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2, default=float))
+
+
+def cross_validate(stage, layout, out, emb, desc, mcfg, cfg, init, text, folds_path: Path) -> list[dict]:
+    """One text stage per fold, from the same starting model, scored on the fold's own texts."""
+    from naics_pipeline.training.loop import train_stage
+    from naics_pipeline.training.text_alignment import TextExamples
+
+    folds = pq.read_table(folds_path).to_pydict()
+    row_of = {c: i for i, c in enumerate(desc.column("code").to_pylist())}
+    rows = []
+    for f in sorted(set(folds["fold"])):
+        train = [i for i, k in enumerate(folds["fold"]) if k != f]
+        test = [i for i, k in enumerate(folds["fold"]) if k == f]
+        examples = TextExamples([folds["text"][i] for i in train],
+                                np.array([row_of[folds["code"][i]] for i in train], np.int64))
+        r = train_stage(f"{stage.name}_fold{f}", layout.sampling_index(stage.curriculum.name), emb, desc,
+                        out.stage_dir(f"{stage.name}_fold{f}"), mcfg, cfg, init_from=init, text=text,
+                        text_examples=examples, holdout_texts=[folds["text"][i] for i in test],
+                        holdout_codes=[folds["code"][i] for i in test])
+        if r.metrics:
+            rows.append({"stage": f"{stage.name}_fold{f}", "curriculum": stage.curriculum.name,
+                         "epochs": cfg.epochs, **r.metrics})
+    return rows
 
 
 def print_table(rows: list[dict], total: float) -> None:

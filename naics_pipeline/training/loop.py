@@ -204,15 +204,16 @@ def trained_weights(text: TextConfig | None) -> str:
 
 
 @torch.no_grad()
-def text_queries(module: TextAlignmentModule, holdout_texts: list[str], holdout_features: np.ndarray) -> np.ndarray:
-    """Held-out entries as query points, through the stage's own text side."""
+def text_queries(module: TextAlignmentModule, texts: list[str], features: np.ndarray | None,
+                 encoder_name: str) -> np.ndarray:
+    """Texts as query points through the stage's own text side (the fine-tuned encoder, or the frozen
+    encoder's features: `features` when given, else encoded here)."""
     module.eval()
-    if module.text_side.encoder is None:
-        features = torch.as_tensor(holdout_features, device=module.device)
-    else:
-        features = torch.as_tensor(module.text_side.encoder.encode(holdout_texts, normalize_embeddings=True,
-                                                                   convert_to_numpy=True), device=module.device)
-    return module.queries(features.float()).cpu().numpy()
+    if module.text_side.encoder is not None:
+        features = module.text_side.encoder.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    elif features is None:
+        features = make_encoder(encoder_name).encode(texts)
+    return module.queries(torch.as_tensor(features, device=module.device).float()).cpu().numpy()
 
 
 def save_model(path: Path, blob: dict) -> None:
@@ -223,8 +224,10 @@ def save_model(path: Path, blob: dict) -> None:
 def train_stage(stage: str, index_dir: Path, embeddings: TextEmbeddings, descriptions: pa.Table, out_dir: Path,
                 model_cfg: ModelConfig, train_cfg: TrainConfig, init_from: Path | None = None,
                 log=print, callbacks: list | None = None, text: TextConfig | None = None,
-                holdout_texts: list[str] | None = None, text_examples: TextExamples | None = None) -> StageResult:
-    """Train one stage; with `text`, a text-alignment stage (see training.text_alignment)."""
+                holdout_texts: list[str] | None = None, text_examples: TextExamples | None = None,
+                holdout_codes: list[str] | None = None) -> StageResult:
+    """Train one stage; with `text`, a text-alignment stage (see training.text_alignment), scored on
+    `holdout_texts` (the held-out index entries; with `holdout_codes`, any texts and their codes)."""
     t0 = time.perf_counter()
     on_gpu = uses_gpu(train_cfg.accelerator)
     cfg = train_cfg.resolved(on_gpu)
@@ -266,13 +269,16 @@ def train_stage(stage: str, index_dir: Path, embeddings: TextEmbeddings, descrip
         model = module.model.float()
         metrics = _evaluate(model, embeddings, descriptions, levels, model_cfg.curvature)
         metrics["trained_weights"] = trained_weights(getattr(module, "text_cfg", None))
-        extra = {}
+        extra, points = {}, embed_all(model, embeddings, levels)[0]
+        arrays = {"points": points}   # the codes' coordinates (and the held-out entries'), for later scoring
         if text is not None:
             extra = module.text_state()
-            points, _ = embed_all(model, embeddings, levels)
-            queries = text_queries(module.float(), holdout_texts or [], embeddings.holdout)
-            metrics["text_retrieval"] = retrieval_accuracy(queries, embeddings.holdout_codes, points, descriptions,
-                                                           model_cfg.curvature)
+            features = None if holdout_codes else embeddings.holdout
+            queries = text_queries(module.float(), holdout_texts or [], features, embeddings.encoder)
+            metrics["text_retrieval"] = retrieval_accuracy(queries, holdout_codes or embeddings.holdout_codes, points,
+                                                           descriptions, model_cfg.curvature)
+            arrays["holdout_queries"] = queries
+        np.savez(out_dir / "points.npz", **arrays)
         last_row = history[-1] if history else {}
         metrics.update(final_train_loss=last_row.get("train_loss"), final_val_loss=last_row.get("val_loss"),
                        seconds=time.perf_counter() - t0)
