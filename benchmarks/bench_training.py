@@ -23,7 +23,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from naics_pipeline.curricula.config import load_curricula, load_plan  # noqa: E402
 from naics_pipeline.layout import Layout  # noqa: E402
-from naics_pipeline.settings import REPO_ROOT  # noqa: E402
+from naics_pipeline.settings import BY_ENV, REPO_ROOT  # noqa: E402
 from naics_pipeline.text.encoder import CHANNELS, TextEmbeddings, build_text_embeddings  # noqa: E402
 
 SOURCE = Path(__file__).resolve().parents[2] / "shared" / "naics" / "2022"
@@ -38,7 +38,7 @@ def prepare(root: Path, encoder: str, curricula: Path) -> None:
     from naics_pipeline.data import pipeline
 
     layout = Layout(root)
-    pipeline.build_data(layout, str(SOURCE))
+    pipeline.build_data(layout, str(SOURCE), exclusion_holdout=BY_ENV["NAICS_EXCLUSION_HOLDOUT"].default)
     desc = pq.read_table(layout.descriptions)
     for name, c in load_curricula(curricula).items():
         build_index(c, desc, layout.distances, layout.triplets, layout.sampling_index(name))
