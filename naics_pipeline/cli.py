@@ -1,46 +1,55 @@
-"""`naics-pipeline nearest "text"`: the NAICS codes nearest to a free-text description."""
+"""`naics-pipeline classify` (texts or a file of texts -> NAICS codes) and `naics-pipeline nearest`
+(the codes nearest to one text, any level). Both go through naics_pipeline.text.classify.TextClassifier."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
-import numpy as np
-import pyarrow.parquet as pq
-
-from naics_pipeline.layout import Layout
 from naics_pipeline.settings import storage_root
 
 
 def nearest(text: str, root: Path, k: int = 10, level: int | None = 6, stage: str | None = None,
             encoder_name: str | None = None) -> list[dict]:
-    from naics_pipeline.text.encoder import make_encoder, query_features
-    from naics_pipeline.training.loop import embed_queries, load_model
-    from naics_pipeline.training.lorentz import pairwise_distance
+    from naics_pipeline.text.classify import TextClassifier
 
-    layout = Layout(Path(root))
-    stages = sorted(p for p in (layout.root / "training").glob("stage_*") if (p / "model.pt").is_file())
-    if not stages:
-        raise SystemExit(f"no trained stage under {layout.root / 'training'}: materialize the stages first")
-    model_dir = layout.stage_dir(stage) if stage else max(stages, key=lambda p: int(p.name.split("_")[1]))
-    model, blob = load_model(model_dir / "model.pt")
-    table = pq.read_table(layout.embeddings) if layout.embeddings.is_file() else None
-    if table is None:
-        raise SystemExit(f"no {layout.embeddings}: materialize naics_embeddings first")
-    encoder = make_encoder(encoder_name or blob["encoder"])
-    channels, present = query_features(encoder, [text])
-    query = embed_queries(model, channels, present, level or 6)
-    points = np.array(table.column("coordinates").to_pylist(), np.float64)
-    dist = pairwise_distance(query, points, blob["model_config"]["curvature"])[0]
-    levels = table.column("level").to_numpy()
-    order = [i for i in np.argsort(dist) if level is None or levels[i] == level][:k]
-    codes, titles = table.column("code").to_pylist(), table.column("title").to_pylist()
-    return [{"code": codes[i], "title": titles[i], "level": int(levels[i]), "distance": round(float(dist[i]), 4)}
-            for i in order]
+    rows = TextClassifier.load(Path(root), stage, encoder_name).predict([text], k, level)
+    return [{"code": r["code"], "title": r["title"], "level": r["level"], "distance": round(r["distance"], 4)}
+            for r in rows]
+
+
+def classify(args: argparse.Namespace) -> None:
+    from naics_pipeline.text.classify import ClassifyError, TextClassifier, read_texts, write_predictions
+
+    if bool(args.texts) == bool(args.input):
+        raise ClassifyError("give either texts to classify or --input FILE, not both and not neither")
+    if args.input and not args.text_column:
+        raise ClassifyError("--input needs --text-column: the column holding the texts")
+    texts = read_texts(Path(args.input), args.text_column) if args.input else args.texts
+    clf = TextClassifier.load(Path(args.root), args.stage)
+    t0 = time.perf_counter()
+    table = clf.predict_table(texts, args.k, batch_size=args.batch_size)
+    seconds = time.perf_counter() - t0
+    if args.output:
+        write_predictions(table, Path(args.output))
+        print(f"{len(texts):,} texts -> {table.num_rows:,} rows in {args.output} ({clf.stage}, "
+              f"{len(texts) / seconds:,.0f} texts/s)", file=sys.stderr)
+    elif args.json:
+        json.dump(table.to_pylist(), sys.stdout, indent=1)
+        print()
+    else:
+        for r in table.to_pylist():
+            if r["rank"] == 1:
+                print(f"[{r['row']}] {texts[r['row']]}")
+            print(f"  {r['rank']:>2}. {r['code']}  {r['score']:.3f}  {r['title']}  "
+                  f"({r['industry_group']} {r['industry_group_title']}; {r['sector']} {r['sector_title']})")
 
 
 def main(argv: list[str] | None = None) -> None:
+    from naics_pipeline.text.classify import BATCH_SIZE, ClassifyError
+
     ap = argparse.ArgumentParser(prog="naics-pipeline")
     sub = ap.add_subparsers(dest="command", required=True)
     near = sub.add_parser("nearest", help="NAICS codes nearest to a text")
@@ -50,8 +59,24 @@ def main(argv: list[str] | None = None) -> None:
     near.add_argument("--stage", default=None, help="stage folder to use (default: the last trained stage)")
     near.add_argument("--root", default=str(storage_root()))
     near.add_argument("--json", action="store_true")
+    cls = sub.add_parser("classify", help="6-digit NAICS codes for texts, or for a column of a CSV/Parquet file")
+    cls.add_argument("texts", nargs="*", help="texts to classify (or use --input)")
+    cls.add_argument("--input", default=None, help="a .csv or .parquet file with one text per row")
+    cls.add_argument("--text-column", default=None, help="the column of --input holding the texts")
+    cls.add_argument("-k", type=int, default=5, help="codes per text (default 5)")
+    cls.add_argument("--output", default=None, help="write rows to OUT.csv, OUT.parquet or OUT.json")
+    cls.add_argument("--json", action="store_true", help="print rows as JSON (without --output)")
+    cls.add_argument("--stage", default=None, help="stage folder to use (default: the last trained stage)")
+    cls.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="texts encoded per step")
+    cls.add_argument("--root", default=str(storage_root()))
     args = ap.parse_args(argv)
-    rows = nearest(args.text, Path(args.root), args.k, args.level or None, args.stage)
+    try:
+        if args.command == "classify":
+            classify(args)
+            return
+        rows = nearest(args.text, Path(args.root), args.k, args.level or None, args.stage)
+    except ClassifyError as exc:
+        raise SystemExit(f"naics-pipeline {args.command}: {exc}") from None
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         print()

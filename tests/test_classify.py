@@ -1,0 +1,235 @@
+"""`naics-pipeline classify` / `nearest` over a short stage trained on a generated tree (hashing encoder),
+and the text baselines and harnesses on toy sets with known answers."""
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from naics_pipeline.cli import main, nearest
+from naics_pipeline.curricula.config import parse_curriculum
+from naics_pipeline.curricula.sampling import build_index
+from naics_pipeline.data import pipeline
+from naics_pipeline.layout import Layout
+from naics_pipeline.text import baselines as bl
+from naics_pipeline.text.classify import OUTPUT_SCHEMA, TextClassifier
+from naics_pipeline.text.encoder import HashingEncoder, build_text_embeddings
+from naics_pipeline.training.model import ModelConfig
+from tests.census_fixtures import write_census_folder
+
+REQUIRED = ["row", "rank", "code", "title", "score", "sector", "sector_title", "industry_group",
+            "industry_group_title"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A storage root with tables, hashing text embeddings and one trained stage."""
+    from naics_pipeline.training.loop import TrainConfig, train_stage
+
+    tmp = tmp_path_factory.mktemp("classify")
+    layout = Layout(tmp / "store")
+    pipeline.build_data(layout, str(write_census_folder(tmp / "census")))
+    desc = pq.read_table(layout.descriptions)
+    c = parse_curriculum({"name": "all", "positive_levels": [2, 3, 4, 5, 6], "difficulty_buckets": [1, 6],
+                          "bucket_percentages": {1: 0.5, 6: 0.5}, "k_negatives": 4})
+    build_index(c, desc, layout.distances, layout.triplets, layout.sampling_index("all"))
+    emb = build_text_embeddings(desc, pq.read_table(layout.index_holdout), "hashing")
+    emb.save(layout.text_embeddings)
+    train_stage("stage_1", layout.sampling_index("all"), emb, desc, layout.stage_dir("stage_1"),
+                ModelConfig(hidden_dim=32, embedding_dim=8),
+                TrainConfig(epochs=2, batch_size=64, max_pairs_per_epoch=None, accelerator="cpu", devices=1,
+                            progress_bar=False, val_fraction=0.1), log=lambda *_: None)
+    return layout
+
+
+def run_cli(*args) -> None:
+    main(["classify", *map(str, args)])
+
+
+def six_digit(layout) -> dict[str, dict]:
+    rows = pq.read_table(layout.descriptions).to_pylist()
+    return {r["code"]: r for r in rows if r["level"] == 6}
+
+
+def check_rows(rows: list[dict], n_texts: int, k: int, layout) -> None:
+    by_code = {r["code"]: r for r in pq.read_table(layout.descriptions).to_pylist()}
+    assert [(r["row"], r["rank"]) for r in rows] == [(i, j) for i in range(n_texts) for j in range(1, k + 1)]
+    for r in rows:
+        assert set(REQUIRED) <= set(r)
+        code = by_code[r["code"]]
+        assert code["level"] == 6 and r["title"] == code["title"]
+        assert r["sector"] == code["sector"] and r["sector_title"] == by_code[code["sector"]]["title"]
+        assert r["industry_group"] == r["code"][:4] and r["industry_group_title"] == by_code[r["code"][:4]]["title"]
+        assert 0 < r["score"] <= 1
+    for i in range(n_texts):
+        scores = [r["score"] for r in rows if r["row"] == i]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_classify_texts_prints_json_rows(store, capsys):
+    run_cli("soybean farm", "custom software programming", "-k", 3, "--root", store.root, "--json")
+    rows = json.loads(capsys.readouterr().out)
+    check_rows(rows, 2, 3, store)
+
+
+def test_classify_texts_prints_a_readable_list(store, capsys):
+    run_cli("soda bottling", "-k", 2, "--root", store.root)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "[0] soda bottling" and len(out) == 3 and out[1].lstrip().startswith("1. ")
+
+
+@pytest.mark.parametrize("in_ext,out_ext", [(".csv", ".parquet"), (".parquet", ".json"), (".csv", ".csv")])
+def test_classify_a_file(store, tmp_path, in_ext, out_ext):
+    texts = ["Soybean farming", "Robot programming", "Cola, soft drinks", "cattle feedlot"]
+    table = pa.table({"id": [10, 11, 12, 13], "what": texts})
+    src, out = tmp_path / f"in{in_ext}", tmp_path / f"out{out_ext}"
+    if in_ext == ".parquet":
+        pq.write_table(table, src)
+    else:
+        pacsv.write_csv(table, src)
+    run_cli("--input", src, "--text-column", "what", "-k", 4, "--output", out, "--root", store.root,
+            "--batch-size", 3)   # two batches
+    if out_ext == ".json":
+        rows = json.loads(out.read_text())
+    elif out_ext == ".parquet":
+        rows = pq.read_table(out).to_pylist()
+        assert pq.read_schema(out).names == OUTPUT_SCHEMA.names
+    else:
+        rows = pacsv.read_csv(out, convert_options=pacsv.ConvertOptions(
+            column_types={"code": pa.string(), "sector": pa.string(), "industry_group": pa.string()})).to_pylist()
+    check_rows(rows, 4, 4, store)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]     # no temporaries left
+    # batches change nothing: the same ranking as one text at a time
+    clf = TextClassifier.load(store.root)
+    first = [r["code"] for r in clf.predict([texts[3]], 4)]
+    assert first == [r["code"] for r in rows if r["row"] == 3]
+
+
+def test_nearest_uses_the_classify_path(store):
+    codes = [r["code"] for r in nearest("soybean farm", store.root, k=5)]
+    assert codes == [r["code"] for r in TextClassifier.load(store.root).predict(["soybean farm"], 5)]
+    all_levels = nearest("soybean farm", store.root, k=30, level=None)
+    assert {r["level"] for r in all_levels} == {2, 3, 4, 5, 6}
+
+
+def test_classify_ranks_like_the_stage_metric(store):
+    """The benchmark's model row (classify) and the stage's retrieval metrics score the same ranking."""
+    from naics_pipeline.text.encoder import TextEmbeddings, query_features
+    from naics_pipeline.training.evaluation import retrieval_accuracy
+    from naics_pipeline.training.loop import embed_all, embed_queries, load_model
+
+    desc, holdout = pq.read_table(store.descriptions), pq.read_table(store.index_holdout)
+    entries, codes = holdout.column("entry").to_pylist(), holdout.column("code").to_pylist()
+    # the generated index keeps a few entries out; add the 6-digit titles to have more queries
+    entries += [r["title"] for r in six_digit(store).values()]
+    codes += list(six_digit(store))
+    via_classify = bl.holdout_accuracy(bl.classifier_predict(TextClassifier.load(store.root)), entries, codes, desc)
+    model, blob = load_model(store.stage_dir("stage_1") / "model.pt")
+    levels = desc.column("level").to_numpy().astype(np.int64)
+    points, _ = embed_all(model, TextEmbeddings.load(store.text_embeddings), levels)
+    query = embed_queries(model, *query_features(HashingEncoder(), entries))
+    in_stage = retrieval_accuracy(query, codes, points, desc, blob["model_config"]["curvature"], entries)
+    assert via_classify == in_stage
+    assert set(in_stage) >= {f"top{k}_{d}digit{s}" for k in (1, 5) for d in (6, 4, 2) for s in ("", "_novel")}
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "has no column 'text'; its columns are: id, what"),
+    ("", "is empty"),
+    ("id,text\n", "has no rows under its header"),
+    ("id,text\n1,soy\n2,\n3,  \n", "column 'text' is empty in row 1, 2 (0-based data rows)"),
+])
+def test_classify_file_errors(store, tmp_path, content, message):
+    src = tmp_path / "in.csv"
+    src.write_text("id,what\n1,soy\n" if content is None else content)
+    with pytest.raises(SystemExit) as exc:
+        run_cli("--input", src, "--text-column", "text", "--root", store.root)
+    assert message in str(exc.value) and str(src) in str(exc.value)
+
+
+def test_classify_errors_without_a_model_or_with_bad_arguments(store, tmp_path):
+    with pytest.raises(SystemExit, match="no trained model under .*materialize the training stages"):
+        run_cli("soy", "--root", tmp_path)
+    with pytest.raises(SystemExit, match="stage 'stage_9' has no trained model.*trained stages: stage_1"):
+        run_cli("soy", "--root", store.root, "--stage", "stage_9")
+    with pytest.raises(SystemExit, match="either texts to classify or --input"):
+        run_cli("--root", store.root)
+    with pytest.raises(SystemExit, match="output must end in one of .csv, .parquet, .json"):
+        run_cli("soy", "--root", store.root, "--output", tmp_path / "out.xlsx")
+    with pytest.raises(SystemExit, match="input must be one of"):
+        run_cli("--input", tmp_path / "in.txt", "--text-column", "t", "--root", store.root)
+
+
+# ---------------------------------------------------------------------------------------------
+# Baselines and harnesses
+
+def test_entry_index_ranks_codes_by_their_best_entry():
+    vectors = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [0.8, 0.6]])
+    index = bl.EntryIndex(vectors, ["B", "A", "C", "A"])
+    got = index.top_codes(np.array([[1.0, 0.0], [0.0, 1.0]]), 5)
+    assert got.tolist() == [["B", "A", "C"], ["C", "A", "B"]]     # k capped at the 3 codes
+
+
+def test_nearest_entry_baselines_on_a_toy_set():
+    train = ["corn farming", "soybean farming", "soybean seed growing", "custom software programming",
+             "soft drink bottling"]
+    codes = ["111150", "111110", "111110", "541511", "312111"]
+    queries = ["soybean farm", "programming software, custom", "bottling soft drinks"]
+    for fit in (bl.tfidf_fitter(), bl.minilm_fitter(HashingEncoder())):
+        top = fit(train, codes)(queries, 2)
+        assert top.shape == (3, 2)
+        assert top[:, 0].tolist() == ["111110", "541511", "312111"]
+
+
+def test_training_and_cross_validation_entries(store):
+    desc, holdout = pq.read_table(store.descriptions), pq.read_table(store.index_holdout)
+    texts, codes = bl.training_entries(desc)
+    six = six_digit(store)
+    kept = [(c, e) for c, r in six.items() if r["examples"] for e in r["examples"].split("; ")]
+    assert sorted(zip(codes, texts)) == sorted(kept + [(c, r["title"]) for c, r in six.items()])
+    assert not set(holdout.column("entry").to_pylist()) & set(texts[:len(kept)])
+    cv_texts, cv_codes = bl.all_index_entries(desc, holdout)
+    assert len(cv_texts) == 16                      # every entry of the generated index file
+    assert sorted(zip(cv_codes, cv_texts)) == sorted(kept + list(zip(holdout.column("code").to_pylist(),
+                                                                     holdout.column("entry").to_pylist())))
+
+
+def test_cross_validate_averages_the_folds(store):
+    """A look-up fitter knows only its training fold: with every text twice, a test row is right
+    exactly when its twin landed in the other fold."""
+    desc = pq.read_table(store.descriptions)
+    codes = sorted(six_digit(store))
+    texts = [f"text {i}" for i in range(len(codes))] * 2
+    labels = codes * 2
+
+    def lookup_fitter(train_texts, train_codes):
+        known = dict(zip(train_texts, train_codes))
+        return lambda qs, k: np.array([[known.get(q, "")] * k for q in qs], dtype=object)
+
+    fold = bl.cv_folds(len(texts))
+    assert np.bincount(fold).tolist() == [len(codes), len(codes)]
+    assert (bl.cv_folds(len(texts)) == fold).all() and not (bl.cv_folds(len(texts), seed=1) == fold).all()
+    n = len(codes)
+    twin_apart = fold[:n] != fold[n:]
+    expected = np.mean([np.mean(np.tile(twin_apart, 2)[fold == f]) for f in (0, 1)])
+    cv = bl.cross_validate(lookup_fitter, texts, labels, desc)
+    assert cv["top1_6digit"] == pytest.approx(expected) and cv["top5_6digit"] == pytest.approx(expected)
+    assert cv["entries"] == 2 * n and cv["folds"] == 2
+
+
+def test_beacon_is_skipped_with_a_reason_when_absent(tmp_path):
+    module, why = bl.load_beacon(tmp_path / "beacon.py")
+    assert module is None and "not found" in why and str(tmp_path) in why
+
+
+def test_beacon_on_a_toy_set():
+    module, why = bl.load_beacon()
+    if module is None:
+        pytest.skip(why)
+    train = ["soybean farming", "soybean growing", "corn farming", "corn growing", "software programming",
+             "custom software", "computer systems design", "systems integration design"]
+    codes = ["111110", "111110", "111150", "111150", "541511", "541511", "541512", "541512"]
+    top = bl.beacon_fitter(module)(train, codes)(["soybean farm", "custom software programming"], 12)
+    assert top.shape == (2, 12) and top[:, 0].tolist() == ["111110", "541511"]
