@@ -136,7 +136,7 @@ def test_loss_decreases_and_stage_2_starts_from_stage_1(prepared, tmp_path):
     fresh = train_stage("stage_x", idx, emb, desc, tmp_path / "sx", SMALL, cfg(epochs=1, learning_rate=0.0,
                         warmup_fraction=0.0, seed=5), log=lambda m: None)
     m3, _ = load_model(fresh.model_path)
-    assert not torch.equal(m3.moe.experts[0][0].weight, m1.moe.experts[0][0].weight)
+    assert not torch.equal(m3.moe.w1, m1.moe.w1)
 
 
 class _Kill(L.Callback):
@@ -246,7 +246,8 @@ def test_text_alignment_stage_learns_to_place_entries_at_their_code(prepared, tm
     idx = layout.sampling_index("all")
     base = train_stage("s1", idx, emb, desc, tmp_path / "s1", SMALL, cfg(epochs=4), log=lambda m: None)
     holdout = pq.read_table(layout.index_holdout)
-    text = train_stage("s2", idx, emb, desc, tmp_path / "s2", SMALL, cfg(epochs=12, learning_rate=1e-2),
+    emb.save(layout.text_embeddings)
+    text = train_stage("s2", idx, emb, desc, layout.stage_dir("stage_text"), SMALL, cfg(epochs=12, learning_rate=1e-2),
                        init_from=base.model_path, log=lambda m: None, text=TextConfig(hidden_dim=32),
                        holdout_texts=holdout.column("entry").to_pylist())
     losses = [h["train_text_loss"] for h in text.history]
@@ -255,6 +256,12 @@ def test_text_alignment_stage_learns_to_place_entries_at_their_code(prepared, tm
     assert text.metrics["text_retrieval"]["top5_6digit"] >= text.metrics["retrieval"]["top5_6digit"]
     blob = torch.load(text.model_path, weights_only=False)
     assert {"text_head", "text_config"} <= set(blob) and "text_encoder" not in blob   # frozen: no encoder copy
+    # classify goes through the stage's query head: the same points the stage scored
+    from naics_pipeline.text.classify import TextClassifier
+
+    clf = TextClassifier.load(layout.root, "stage_text")
+    scored = np.load(layout.stage_dir("stage_text") / "points.npz")["holdout_queries"]
+    assert np.allclose(clf.query_points(holdout.column("entry").to_pylist()), scored, atol=1e-6)
 
 
 def test_text_alignment_can_fine_tune_the_encoder(prepared, tmp_path):

@@ -10,7 +10,7 @@ import yaml
 PLAN_FILE = "stages.yaml"
 # A stage's `text` mapping makes it a text-alignment stage (naics_pipeline.training.text_alignment).
 TEXT_KEYS = {"encoder": str, "hidden_dim": int, "temperature": float, "weight": float, "hard_weight": float,
-             "encoder_learning_rate": float, "max_tokens": int}
+             "encoder_learning_rate": float, "max_tokens": int, "move_codes": bool}
 TEXT_ENCODERS = ("auto", "frozen", "finetune")
 KEYS = {"name", "description", "positive_levels", "positive_distance_min", "positive_distance_max",
         "max_positives", "difficulty_buckets", "bucket_percentages", "k_negatives", "mix"}
@@ -185,7 +185,9 @@ def _text_settings(path: Path, where: str, value) -> dict:
         if kind is None:
             allowed = ", ".join(sorted(TEXT_KEYS))
             raise CurriculumError(f"{path}: field '{where}.{key}': unknown key (allowed: {allowed})")
-        if isinstance(v, bool) or not isinstance(v, (int, float) if kind is float else kind):
+        wrong = not isinstance(v, bool) if kind is bool else (
+            isinstance(v, bool) or not isinstance(v, (int, float) if kind is float else kind))
+        if wrong:
             raise CurriculumError(f"{path}: field '{where}.{key}': must be {kind.__name__}, got {v!r}")
     if value.get("encoder", "auto") not in TEXT_ENCODERS:
         raise CurriculumError(f"{path}: field '{where}.encoder': must be one of {', '.join(TEXT_ENCODERS)}")

@@ -51,6 +51,21 @@ def query_mapper(model, blob: dict) -> QueryMapper:
     (the level of the codes it is ranked against; 6 by default).
     Seam for a trained text side: when a stage stores a query head in model.pt (blob), build it here
     and return its mapping; TextClassifier, the CLI and the benchmark then use it unchanged."""
+    if "text_head" in blob:   # a text-alignment stage: its query head onto the 6-digit codes' shell
+        import torch
+
+        from naics_pipeline.training.text_alignment import QueryHead, TextConfig
+
+        text, cfg = TextConfig(**blob["text_config"]), blob["model_config"]
+        head = QueryHead(cfg["text_dim"], text.hidden_dim, cfg["embedding_dim"])
+        head.load_state_dict(blob["text_head"])
+        head.eval()
+
+        @torch.no_grad()
+        def through_head(channels, present, level):
+            radius = model.level_radius(torch.tensor([6]))
+            return head(torch.as_tensor(channels[:, 0]).float(), radius, cfg["curvature"]).numpy()
+        return through_head
     from naics_pipeline.training.loop import embed_queries
 
     return lambda channels, present, level: embed_queries(model, channels, present, level)
@@ -116,8 +131,12 @@ class TextClassifier:
         table = CodeTable.from_descriptions(descriptions)
         points, _ = embed_all(model, embeddings, table.levels.astype(np.int64))
         cfg = blob["model_config"]
-        return cls(make_encoder(encoder or blob["encoder"], device), query_mapper(model, blob), points, table,
-                   cfg["curvature"], cfg["temperature"], model_path.parent.name)
+        text_encoder = make_encoder(encoder or blob["encoder"], device)
+        if "text_encoder" in blob:   # the stage fine-tuned the encoder: its own weights, not the frozen ones
+            text_encoder.model.load_state_dict({k: v.float() for k, v in blob["text_encoder"].items()})
+        temperature = blob["text_config"]["temperature"] if "text_config" in blob else cfg["temperature"]
+        return cls(text_encoder, query_mapper(model, blob), points, table, cfg["curvature"], temperature,
+                   model_path.parent.name)
 
     def query_points(self, texts: list[str], level: int = 6) -> np.ndarray:
         """Texts -> (len(texts), d+1) points in the codes' space: encode, then map (query_mapper)."""

@@ -21,7 +21,7 @@ import re
 import numpy as np
 import pyarrow as pa
 
-from naics_pipeline.data.descriptions import exclusion_pairs
+from naics_pipeline.data.descriptions import exclusion_pairs, held_out_exclusion_pairs
 from naics_pipeline.data.distances import TreeArrays, distance_matrix, tree_arrays
 from naics_pipeline.training import lorentz
 
@@ -139,15 +139,14 @@ def tree_calibration(tree: np.ndarray, t: TreeArrays) -> dict:
     return out
 
 
-def evaluate_embeddings(points: np.ndarray, descriptions: pa.Table, c: float,
-                        held_links: np.ndarray | None = None) -> dict:
-    return evaluate_distances(lorentz.pairwise_distance(points, points, c), descriptions, held_links)
+def evaluate_embeddings(points: np.ndarray, descriptions: pa.Table, c: float) -> dict:
+    return evaluate_distances(lorentz.pairwise_distance(points, points, c), descriptions)
 
 
-def evaluate_distances(emb: np.ndarray, descriptions: pa.Table, held_links: np.ndarray | None = None) -> dict:
-    """Every tree metric for an (N, N) matrix of embedding distances. With `held_links` (a mask over
-    exclusion_references' links kept out of training), exclusion separation is also split into the
-    links training saw and those it did not."""
+def evaluate_distances(emb: np.ndarray, descriptions: pa.Table) -> dict:
+    """Every tree metric for an (N, N) matrix of embedding distances. Exclusion separation is scored on
+    the links training used (`exclusion_separation`) and, the headline, on the links held out of every
+    table (`exclusion_separation_held_out`: naics_descriptions.held_out_excluded_codes)."""
     arrays = tree_arrays(descriptions)
     tree = distance_matrix(arrays).astype(np.float64)
     iu = np.triu_indices(len(emb), k=1)
@@ -158,6 +157,7 @@ def evaluate_distances(emb: np.ndarray, descriptions: pa.Table, held_links: np.n
     pos = {code: i for i, code in enumerate(codes)}
     parents = descriptions.column("parent").to_pylist()
     wins = exclusion_wins(emb, exclusion_references(descriptions))
+    held = exclusion_wins(emb, exclusion_references(descriptions, held_out=True))
     metrics = {
         "spearman": spearman(te, tt),
         "pearson": pearson(te, tt),
@@ -165,14 +165,12 @@ def evaluate_distances(emb: np.ndarray, descriptions: pa.Table, held_links: np.n
         "mean_distortion": float(np.mean(np.abs(te / scale - tt) / tt)),
         "parent_retrieval_accuracy": _parent_accuracy(emb, levels, parents, pos),
         "exclusion_separation": float(wins.mean()) if len(wins) else None,
+        "exclusion_separation_held_out": float(held.mean()) if len(held) else None,
+        "exclusion_links_held_out": int(len(held)),
         "pairs": int(len(tt)),
         **hierarchy_metrics(emb, arrays),
         **tree_calibration(tree, arrays),
     }
-    if held_links is not None and held_links.any():
-        metrics["exclusion_separation_seen"] = float(wins[~held_links].mean())
-        metrics["exclusion_separation_unseen"] = float(wins[held_links].mean())
-        metrics["exclusion_links_unseen"] = int(held_links.sum())
     return metrics
 
 
@@ -189,20 +187,24 @@ def _parent_accuracy(emb, levels, parents, pos) -> float:
     return hits / total if total else 0.0
 
 
-def exclusion_references(descriptions: pa.Table) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
-    """Exclusion links (code, excluded) as row indexes, each with the codes its distance is compared
-    with: the code's siblings that it does not exclude, or its parent when there are none (a code
-    whose only sibling is the excluded one). A sector without such siblings is dropped."""
+def exclusion_references(descriptions: pa.Table,
+                         held_out: bool = False) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+    """Exclusion links (code, excluded) as row indexes, the trained ones or (`held_out`) the held-out
+    ones, each with the codes its distance is compared with: the code's siblings that it excludes by
+    no link at all, or its parent when there are none (a code whose only sibling is the excluded one).
+    A sector without such siblings is dropped."""
     parents = descriptions.column("parent").to_pylist()
     pos = {code: i for i, code in enumerate(descriptions.column("code").to_pylist())}
     children: dict = {}
     for i, p in enumerate(parents):
         children.setdefault(p, []).append(i)
-    links = exclusion_pairs(descriptions)
+    kept, held = exclusion_pairs(descriptions), held_out_exclusion_pairs(descriptions)
+    links = held if held_out else kept
     pairs = list(zip(links.column("code").to_pylist(), links.column("excluded").to_pylist()))
     excludes: dict = {}
-    for i, j in pairs:
-        excludes.setdefault(i, set()).add(j)
+    for table in (kept, held):
+        for i, j in zip(table.column("code").to_pylist(), table.column("excluded").to_pylist()):
+            excludes.setdefault(i, set()).add(j)
     code, excluded, refs = [], [], []
     for i, j in pairs:
         siblings = [s for s in children.get(parents[i], []) if s != i and s not in excludes[i]]
@@ -219,13 +221,6 @@ def exclusion_wins(emb: np.ndarray, links) -> np.ndarray:
     the code than the code's other siblings on average (its parent, for a code without other siblings)?"""
     code, excluded, refs = links
     return np.array([emb[i, j] > emb[i, ref].mean() for i, j, ref in zip(code, excluded, refs)], bool)
-
-
-def held_out_links(n_links: int, fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of the exclusion links kept out of training (a seeded random share)."""
-    held = np.zeros(n_links, bool)
-    held[np.random.default_rng([seed, 104729]).permutation(n_links)[:round(n_links * fraction)]] = True
-    return held
 
 
 TOP_K = (1, 5)

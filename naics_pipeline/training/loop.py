@@ -154,7 +154,7 @@ def _trainer(cfg: TrainConfig, out_dir: Path, callbacks: list) -> L.Trainer:
 
 
 def _evaluate(model: NaicsEmbedder, embeddings: TextEmbeddings, descriptions: pa.Table, levels: np.ndarray,
-              curvature: float) -> dict:
+              curvature: float, holdout_texts: list[str] | None) -> dict:
     points, routing = embed_all(model, embeddings, levels)
     metrics = {**evaluate_embeddings(points, descriptions, curvature), **routing}
     metrics["moe_collapse"] = routing["load_balancing_loss"] > COLLAPSE_THRESHOLD
@@ -164,7 +164,7 @@ def _evaluate(model: NaicsEmbedder, embeddings: TextEmbeddings, descriptions: pa
         present = np.zeros((len(q), 4), bool)
         present[:, 0] = True
         metrics["retrieval"] = retrieval_accuracy(embed_queries(model, q, present), embeddings.holdout_codes,
-                                                  points, descriptions, curvature)
+                                                  points, descriptions, curvature, holdout_texts)
     return metrics
 
 
@@ -267,7 +267,8 @@ def train_stage(stage: str, index_dir: Path, embeddings: TextEmbeddings, descrip
     metrics: dict = {}
     if trainer.is_global_zero:
         model = module.model.float()
-        metrics = _evaluate(model, embeddings, descriptions, levels, model_cfg.curvature)
+        entries = None if holdout_codes else holdout_texts
+        metrics = _evaluate(model, embeddings, descriptions, levels, model_cfg.curvature, entries)
         metrics["trained_weights"] = trained_weights(getattr(module, "text_cfg", None))
         extra, points = {}, embed_all(model, embeddings, levels)[0]
         arrays = {"points": points}   # the codes' coordinates (and the held-out entries'), for later scoring
@@ -276,7 +277,7 @@ def train_stage(stage: str, index_dir: Path, embeddings: TextEmbeddings, descrip
             features = None if holdout_codes else embeddings.holdout
             queries = text_queries(module.float(), holdout_texts or [], features, embeddings.encoder)
             metrics["text_retrieval"] = retrieval_accuracy(queries, holdout_codes or embeddings.holdout_codes, points,
-                                                           descriptions, model_cfg.curvature)
+                                                           descriptions, model_cfg.curvature, holdout_texts)
             arrays["holdout_queries"] = queries
         np.savez(out_dir / "points.npz", **arrays)
         last_row = history[-1] if history else {}

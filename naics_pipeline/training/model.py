@@ -65,9 +65,21 @@ class MoEFusion(nn.Module):
         self.gate_norm = nn.BatchNorm1d(in_dim, affine=False)
         self.gate_proj = nn.Linear(in_dim, ROUTER_DIM, bias=False)
         self.expert_keys = nn.Parameter(torch.randn(num_experts, ROUTER_DIM))
-        self.experts = nn.ModuleList(
-            nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim))
-            for _ in range(num_experts))
+        # The experts as one batched MLP (one matmul per layer for all of them, not one per expert):
+        # the step is bound by kernel launches, not arithmetic (2,125 codes per step).
+        self.w1 = nn.Parameter(torch.empty(num_experts, in_dim, hidden))
+        self.b1 = nn.Parameter(torch.zeros(num_experts, 1, hidden))
+        self.w2 = nn.Parameter(torch.empty(num_experts, hidden, out_dim))
+        self.b2 = nn.Parameter(torch.zeros(num_experts, 1, out_dim))
+        for w in (self.w1, self.w2):   # nn.Linear's default initialisation, per expert
+            bound = 1 / w.shape[1] ** 0.5
+            nn.init.uniform_(w, -bound, bound)
+        self.dropout = nn.Dropout(dropout)
+
+    def experts(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, in) -> (N, E, out): every expert on every row."""
+        hidden = self.dropout(F.gelu(torch.baddbmm(self.b1, x.unsqueeze(0).expand(self.num_experts, -1, -1), self.w1)))
+        return torch.baddbmm(self.b2, hidden, self.w2).transpose(0, 1)
 
     def forward(self, x: torch.Tensor):
         logits = F.normalize(self.gate_proj(self.gate_norm(x)), dim=-1) @ F.normalize(self.expert_keys, dim=-1).T
@@ -80,7 +92,7 @@ class MoEFusion(nn.Module):
         top_p, top_i = probs.topk(self.top_k, dim=-1)
         weights = torch.zeros_like(probs).scatter(-1, top_i, top_p / top_p.sum(-1, keepdim=True))
         # Experts are small: run them densely and mix with the sparse top-k weights.
-        outs = torch.stack([e(x) for e in self.experts], dim=1)          # (N, E, out)
+        outs = self.experts(x)                                            # (N, E, out)
         fused = (weights.unsqueeze(-1) * outs).sum(1)
         lb, f = load_balancing_loss(probs, top_i[:, 0])
         return fused, lb, f

@@ -32,7 +32,8 @@ class NaicsContrastive(L.LightningModule):
                  exclusions: dict[str, np.ndarray] | None = None, exclusion_weight: float = 0.0,
                  exclusion_margin: float = 0.1):
         super().__init__()
-        self.save_hyperparameters(ignore=["channels", "present", "levels", "exclusions"])
+        self.save_hyperparameters(ignore=["channels", "present", "levels", "exclusions", "text_side", "leaves",
+                                          "text_leaf", "leaf_hardness"])
         self.cfg = ModelConfig(**model_cfg)
         self.model = NaicsEmbedder(self.cfg)
         self.register_buffer("channels", torch.as_tensor(channels, dtype=torch.float32), persistent=False)

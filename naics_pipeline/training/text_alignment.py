@@ -152,6 +152,9 @@ class TextConfig:
     hard_weight: float = 0.5           # InfoNCE against the hardness-drawn negatives, vs the all-leaf term
     encoder_learning_rate: float = 3e-5
     max_tokens: int = 32
+    # False: the text terms see the code points detached, so only the text side moves and the codes keep
+    # the hierarchy the earlier stages gave them; True: the codes also move towards their texts.
+    move_codes: bool = False
 
 
 class TextSide(nn.Module):
@@ -193,7 +196,8 @@ class TextAlignmentModule(NaicsContrastive):
         return self.model.level_radius(torch.tensor([LEAF_LEVEL], device=self.device))
 
     def queries(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features, self.leaf_radius(), self.cfg.curvature)
+        radius = self.leaf_radius() if self.text_cfg.move_codes else self.leaf_radius().detach()
+        return self.head(features, radius, self.cfg.curvature)
 
     def on_fit_start(self):
         self.negatives = LeafNegatives(self._hardness, self._allocation, self.device)
@@ -206,7 +210,8 @@ class TextAlignmentModule(NaicsContrastive):
         idx = batch["text"]
         target = self.text_leaf[idx]
         negatives, _ = self.negatives.draw(target, batch["text_generator"])
-        ce, hard = text_losses(self.queries(self.text_side(idx)), points[self.leaves], target, negatives,
+        leaves = points[self.leaves] if self.text_cfg.move_codes else points[self.leaves].detach()
+        ce, hard = text_losses(self.queries(self.text_side(idx)), leaves, target, negatives,
                                self.cfg.curvature, self.text_cfg.temperature)
         self.accumulate(f"{stage}_text_loss", ce)
         self.accumulate(f"{stage}_text_hard_loss", hard)

@@ -53,10 +53,10 @@ def stage_asset(stage: Stage, previous: Stage | None) -> dg.AssetsDefinition:
         init = layout.stage_dir(previous.name) / "model.pt" if previous else None
         if init is not None and not init.is_file():
             raise FileNotFoundError(f"{previous.name} has no checkpoint at {init}: materialize it first")
-        text, holdout_texts = None, None
+        text = None
         if stage.text is not None:
             text = TextConfig(**{**stage.text, **({"encoder": training.text_encoder} if training.text_encoder else {})})
-            holdout_texts = pq.read_table(layout.index_holdout).column("entry").to_pylist()
+        holdout_texts = pq.read_table(layout.index_holdout).column("entry").to_pylist()
         result = train_stage(stage.name, layout.sampling_index(stage.curriculum.name),
                              TextEmbeddings.load(layout.text_embeddings), pq.read_table(layout.descriptions),
                              layout.stage_dir(stage.name), model_config(training), _train_config(training, stage),
