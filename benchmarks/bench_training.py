@@ -65,7 +65,7 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--devices", default="auto")
     ap.add_argument("--strategy", default="auto")
     ap.add_argument("--batch-size", type=int, default=None)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--lr", type=float, default=None, help="default: 4e-3 on GPU, 2e-3 on CPU")
     ap.add_argument("--temperature", type=float, default=0.1)
     ap.add_argument("--embedding-dim", type=int, default=32)
     ap.add_argument("--no-radius-by-level", action="store_true")

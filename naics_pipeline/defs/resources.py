@@ -80,7 +80,7 @@ class TrainingResource(dg.ConfigurableResource):
     epochs: Optional[int] = _field("NAICS_EPOCHS")
     batch_size: Optional[int] = _field("NAICS_BATCH_SIZE")
     max_pairs_per_epoch: int = _field("NAICS_MAX_PAIRS_PER_EPOCH")
-    learning_rate: float = _field("NAICS_LEARNING_RATE")
+    learning_rate: Optional[float] = _field("NAICS_LEARNING_RATE")
     seed: int = _field("NAICS_SEED")
     load_balancing_coef: float = _field("NAICS_LOAD_BALANCING_COEF")
     exclusion_weight: float = _field("NAICS_EXCLUSION_WEIGHT")
