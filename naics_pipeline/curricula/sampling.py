@@ -521,17 +521,23 @@ class Sampler:
         row, h = cell >> 3, 8 - (cell & 7)
         j = np.arange(b * k) - row * k - np.repeat(cuts[:, :8].ravel(), counts)
         t = counts[cell]
+        # Per-pair values are gathered once per row (B random reads), then expanded locally.
         rc = row * 9 + h
-        n = ix.avail[pids].ravel()[rc].astype(np.int64)
+        n = ix.avail[pids].ravel()[rc]
         # Stratified draw: one position from each of t equal slices of the n candidates, so the
         # t draws are distinct and O(t) whatever n is.
         lo, hi = j * n // t, (j + 1) * n // t
         pos = lo + np.minimum((rng.random(b * k) * (hi - lo)).astype(np.int64), np.maximum(hi - lo - 1, 0))
-        p = pids[row]
-        skipped = np.nonzero(ix.skip_count[pids].ravel()[rc] > 0)[0]
-        if len(skipped):
-            pos[skipped] = ix.positions(p[skipped], h[skipped], pos[skipped])
-        neg = ix.resolve(p, h, pos)
+        skipped = np.nonzero(ix.skip_count[pids].ravel()[rc])[0]
+        if len(skipped):   # positions past the pair's excluded codes (the slots' buckets are 1..7)
+            at = pos[skipped]
+            key = (pids[row[skipped]] * 8 + h[skipped] - 1) * ix.span + at
+            first = ix.skip_start[pids].ravel()[rc[skipped]]
+            pos[skipped] = at + np.searchsorted(ix.skip_keys, key, side="right") - first
+        start, size = ix.sector_start[pids][row], ix.sector_size[pids][row]
+        other_sector = ix.by_sector[np.minimum(pos + size * (pos >= start), ix.n_codes - 1)]
+        listed = ix.flat[np.minimum(ix.base[pids].ravel()[rc] + pos, len(ix.flat) - 1)]
+        neg = np.where(h == 1, other_sector, listed).astype(np.int64)
         return Batch(ix.anchor[pids], ix.positive[pids], neg.reshape(b, k), h.astype(np.int8).reshape(b, k))
 
 
