@@ -5,8 +5,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 SHARED_NAICS := $(abspath ../shared/naics/2022)
-# Real Census files when they sit beside the checkout, else the offline packaged default.
-export NAICS_SOURCE ?= $(if $(wildcard $(SHARED_NAICS)/*.xlsx),$(SHARED_NAICS),packaged)
+# Real Census files when they sit beside the checkout; else the code's default: the Census URL of the
+# vintage, falling back loudly to the packaged codes and titles when it is unreachable.
+ifneq ($(wildcard $(SHARED_NAICS)/*.xlsx),)
+export NAICS_SOURCE ?= $(SHARED_NAICS)
+endif
 
 .PHONY: setup lint demo test data dev bench clean
 

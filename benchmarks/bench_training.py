@@ -4,7 +4,8 @@ Runs without dagster (the GPU machine has torch and lightning only). Prepare the
 machine with `dagster asset materialize --select '+text_embeddings,sampling_index_*'` or:
 
     python benchmarks/bench_training.py --prepare DIR       # tables, indexes, text embeddings -> DIR
-    python benchmarks/bench_training.py --root DIR [--epochs-scale 2] [--accelerator gpu]
+    python benchmarks/bench_training.py --embed DIR --encoder minilm:MODEL_DIR   # only the text embeddings
+    python benchmarks/bench_training.py --root DIR [--epochs-scale 4] [--accelerator gpu] [--stages stage_3]
 """
 from __future__ import annotations
 
@@ -12,41 +13,53 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from naics_pipeline.curricula.config import load_plan  # noqa: E402
+from naics_pipeline.curricula.config import load_curricula, load_plan  # noqa: E402
 from naics_pipeline.layout import Layout  # noqa: E402
-from naics_pipeline.settings import REPO_ROOT  # noqa: E402
-from naics_pipeline.text.encoder import TextEmbeddings  # noqa: E402
-from naics_pipeline.training.loop import TrainConfig, train_stage  # noqa: E402
-from naics_pipeline.training.model import ModelConfig  # noqa: E402
+from naics_pipeline.settings import BY_ENV, REPO_ROOT  # noqa: E402
+from naics_pipeline.text.encoder import CHANNELS, TextEmbeddings, build_text_embeddings  # noqa: E402
 
 SOURCE = Path(__file__).resolve().parents[2] / "shared" / "naics" / "2022"
+COLUMNS = [("seconds", "s"), ("final_train_loss", "train loss"), ("final_val_loss", "val loss"),
+           ("spearman", "Spearman"), ("ndcg_at_10", "NDCG@10"), ("mean_distortion", "distortion"),
+           ("parent_retrieval_accuracy", "parent acc"), ("exclusion_separation", "excl. sep."),
+           ("load_balancing_loss", "LB loss")]
 
 
-def prepare(root: Path, encoder: str) -> None:
-    from naics_pipeline.curricula.config import load_curricula
+def prepare(root: Path, encoder: str, curricula: Path) -> None:
     from naics_pipeline.curricula.sampling import build_index
     from naics_pipeline.data import pipeline
-    from naics_pipeline.text.encoder import build_text_embeddings
 
     layout = Layout(root)
-    pipeline.build_data(layout, str(SOURCE))
+    pipeline.build_data(layout, str(SOURCE), exclusion_holdout=BY_ENV["NAICS_EXCLUSION_HOLDOUT"].default)
     desc = pq.read_table(layout.descriptions)
-    for name, c in load_curricula(REPO_ROOT / "curricula").items():
+    for name, c in load_curricula(curricula).items():
         build_index(c, desc, layout.distances, layout.triplets, layout.sampling_index(name))
-    build_text_embeddings(desc, pq.read_table(layout.index_holdout), encoder).save(layout.text_embeddings)
+    embed(root, encoder)
 
 
-def main() -> None:
+def embed(root: Path, encoder: str) -> None:
+    layout = Layout(root)
+    t = time.perf_counter()
+    emb = build_text_embeddings(pq.read_table(layout.descriptions), pq.read_table(layout.index_holdout), encoder)
+    emb.save(layout.text_embeddings)
+    print(f"text embeddings ({encoder}): {len(emb.codes)} codes, {len(emb.holdout_codes)} held-out entries, "
+          f"{time.perf_counter() - t:.1f} s")
+
+
+def arguments() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", required=False)
     ap.add_argument("--prepare", default=None)
-    ap.add_argument("--encoder", default="minilm")
+    ap.add_argument("--embed", default=None, help="(re)compute ROOT/text_embeddings.npz with --encoder")
+    ap.add_argument("--encoder", default="minilm", help="minilm, minilm:MODEL_DIR or hashing")
     ap.add_argument("--epochs-scale", type=float, default=1.0)
     ap.add_argument("--accelerator", default="auto")
     ap.add_argument("--devices", default="auto")
@@ -56,62 +69,113 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=0.1)
     ap.add_argument("--embedding-dim", type=int, default=32)
     ap.add_argument("--no-radius-by-level", action="store_true")
-    ap.add_argument("--exclusion-weight", type=float, default=TrainConfig.exclusion_weight)
-    ap.add_argument("--exclusion-margin", type=float, default=TrainConfig.exclusion_margin)
-    ap.add_argument("--exclusion-holdout", type=float, default=TrainConfig.exclusion_holdout,
-                    help="share of exclusion links kept out of the hinge; reports seen/unseen separation")
+    ap.add_argument("--exclusion-weight", type=float, default=1.0)
+    ap.add_argument("--exclusion-margin", type=float, default=0.1)
+    ap.add_argument("--text-encoder", default=None, help="text stages: frozen, finetune or auto")
     ap.add_argument("--stages", default=None, help="comma-separated stage names to train (default: all)")
+    ap.add_argument("--curriculum", default=None, help="train the (first) selected stage on this curriculum")
     ap.add_argument("--init-from", default=None, help="model.pt the first trained stage starts from")
     ap.add_argument("--run-name", default=None, help="train into ROOT/runs/NAME instead of ROOT")
     ap.add_argument("--curricula", default=str(REPO_ROOT / "curricula"), help="folder with stages.yaml")
     ap.add_argument("--out", default=None, help="write the per-stage results as JSON here")
-    args = ap.parse_args()
+    ap.add_argument("--without-examples", action="store_true",
+                    help="blank every code's examples channel (the index entries), e.g. for the cross-validation, "
+                         "whose test folds would otherwise be in the codes' own inputs")
+    ap.add_argument("--text-folds", default=None,
+                    help="parquet of (text, code, fold): train each text stage once per fold on the other folds' "
+                         "texts and score it on the fold's (the BEACON-style cross-validation)")
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = arguments()
     if args.prepare:
-        prepare(Path(args.prepare), args.encoder)
+        prepare(Path(args.prepare), args.encoder, Path(args.curricula))
         return
+    if args.embed:
+        embed(Path(args.embed), args.encoder)
+        return
+    from naics_pipeline.training.loop import TrainConfig, train_stage
+    from naics_pipeline.training.model import ModelConfig
+    from naics_pipeline.training.text_alignment import TextConfig
+
     layout = Layout(Path(args.root))
     desc = pq.read_table(layout.descriptions)
     emb = TextEmbeddings.load(layout.text_embeddings)
+    if args.without_examples:
+        examples = CHANNELS.index("examples")
+        emb.channels[:, examples], emb.present[:, examples] = 0.0, False
+    holdout = pq.read_table(layout.index_holdout).column("entry").to_pylist()
     devices = int(args.devices) if args.devices.isdigit() else args.devices
     out = Layout(layout.root / "runs" / args.run_name) if args.run_name else layout
     wanted = set(args.stages.split(",")) if args.stages else None
     prev, rows, t_all = Path(args.init_from) if args.init_from else None, [], time.perf_counter()
-    for stage in load_plan(Path(args.curricula)):
+    plan = load_plan(Path(args.curricula))
+    curricula = {s.curriculum.name: s.curriculum for s in plan} | load_curricula(Path(args.curricula))
+    for stage in plan:
         if wanted is not None and stage.name not in wanted:
             continue
+        if args.curriculum:
+            stage, args.curriculum = replace(stage, curriculum=curricula[args.curriculum]), None
         cfg = TrainConfig(epochs=max(1, round(stage.epochs * args.epochs_scale)), accelerator=args.accelerator,
                           devices=devices, strategy=args.strategy, batch_size=args.batch_size,
                           learning_rate=args.lr, progress_bar=False, gpu_epoch_multiplier=1,
-                          exclusion_weight=args.exclusion_weight, exclusion_margin=args.exclusion_margin,
-                          exclusion_holdout=args.exclusion_holdout)
+                          exclusion_weight=args.exclusion_weight, exclusion_margin=args.exclusion_margin)
         mcfg = ModelConfig(temperature=args.temperature, embedding_dim=args.embedding_dim,
                            radius_by_level=not args.no_radius_by_level)
+        text = None
+        if stage.text is not None:
+            text = TextConfig(**{**stage.text, **({"encoder": args.text_encoder} if args.text_encoder else {})})
+        if text is not None and args.text_folds:
+            rows += cross_validate(stage, layout, out, emb, desc, mcfg, cfg, prev, text, Path(args.text_folds))
+            continue
         r = train_stage(stage.name, layout.sampling_index(stage.curriculum.name), emb, desc,
-                        out.stage_dir(stage.name), mcfg, cfg, init_from=prev)
+                        out.stage_dir(stage.name), mcfg, cfg, init_from=prev, text=text, holdout_texts=holdout)
         prev = r.model_path
         if r.metrics:
-            rows.append({"stage": stage.name, "epochs": cfg.epochs, **r.metrics})
+            rows.append({"stage": stage.name, "curriculum": stage.curriculum.name, "epochs": cfg.epochs,
+                         **r.metrics})
     total = time.perf_counter() - t_all
-    if not rows:
-        return  # not rank 0
-    cols = [("seconds", "s"), ("final_train_loss", "train loss"), ("final_val_loss", "val loss"),
-            ("spearman", "Spearman"), ("ndcg_at_10", "NDCG@10"), ("mean_distortion", "distortion"),
-            ("parent_retrieval_accuracy", "parent acc"), ("exclusion_separation", "excl. sep."),
-            ("load_balancing_loss", "LB loss")]
-    print("| stage | epochs | " + " | ".join(c[1] for c in cols) + " | holdout top1/top5 (6-digit) |")
-    print("|---|---:|" + "---:|" * len(cols) + "---|")
-    for r in rows:
-        ret = r.get("retrieval") or {}
-        print(f"| {r['stage']} | {r['epochs']} | " + " | ".join(
-            f"{r[k]:.3f}" if isinstance(r.get(k), float) else str(r.get(k)) for k, _ in cols)
-            + f" | {ret.get('top1_6digit', 0):.3f} / {ret.get('top5_6digit', 0):.3f} |")
-    for r in rows:
-        if "exclusion_separation_unseen" in r:
-            print(f"{r['stage']}: exclusion separation on links the hinge saw {r['exclusion_separation_seen']:.3f}, "
-                  f"on the {r['exclusion_links_unseen']} it did not {r['exclusion_separation_unseen']:.3f}")
-    print(f"\nall stages: {total:.1f} s")
-    if args.out:
+    if rows:   # rank 0 only
+        print_table(rows, total)
+    if rows and args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2, default=float))
+
+
+def cross_validate(stage, layout, out, emb, desc, mcfg, cfg, init, text, folds_path: Path) -> list[dict]:
+    """One text stage per fold, from the same starting model, scored on the fold's own texts."""
+    from naics_pipeline.training.loop import train_stage
+    from naics_pipeline.training.text_alignment import TextExamples
+
+    folds = pq.read_table(folds_path).to_pydict()
+    row_of = {c: i for i, c in enumerate(desc.column("code").to_pylist())}
+    rows = []
+    for f in sorted(set(folds["fold"])):
+        train = [i for i, k in enumerate(folds["fold"]) if k != f]
+        test = [i for i, k in enumerate(folds["fold"]) if k == f]
+        examples = TextExamples([folds["text"][i] for i in train],
+                                np.array([row_of[folds["code"][i]] for i in train], np.int64))
+        r = train_stage(f"{stage.name}_fold{f}", layout.sampling_index(stage.curriculum.name), emb, desc,
+                        out.stage_dir(f"{stage.name}_fold{f}"), mcfg, cfg, init_from=init, text=text,
+                        text_examples=examples, holdout_texts=[folds["text"][i] for i in test],
+                        holdout_codes=[folds["code"][i] for i in test])
+        if r.metrics:
+            rows.append({"stage": f"{stage.name}_fold{f}", "curriculum": stage.curriculum.name,
+                         "epochs": cfg.epochs, **r.metrics})
+    return rows
+
+
+def print_table(rows: list[dict], total: float) -> None:
+    print("| stage | curriculum | epochs | " + " | ".join(c[1] for c in COLUMNS) +
+          " | holdout top1/top5 (6-digit) | text top1/top5 (6-digit) |")
+    print("|---|---|---:|" + "---:|" * len(COLUMNS) + "---|---|")
+    for r in rows:
+        ret, text = r.get("retrieval") or {}, r.get("text_retrieval") or {}
+        print(f"| {r['stage']} | {r['curriculum']} | {r['epochs']} | " + " | ".join(
+            f"{r[k]:.3f}" if isinstance(r.get(k), float) else str(r.get(k)) for k, _ in COLUMNS)
+            + f" | {ret.get('top1_6digit', 0):.3f} / {ret.get('top5_6digit', 0):.3f}"
+            + (f" | {text['top1_6digit']:.3f} / {text['top5_6digit']:.3f} |" if text else " | |"))
+    print(f"\nall stages: {total:.1f} s")
 
 
 if __name__ == "__main__":

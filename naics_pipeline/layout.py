@@ -44,6 +44,10 @@ class Layout:
     def text_embeddings(self) -> Path:
         return self.root / "text_embeddings.npz"
 
+    @property
+    def text_cache(self) -> Path:          # <encoder>-<version>.npz: vectors by text hash, kept across builds
+        return self.root / "text_cache"
+
     def stage_dir(self, stage: str) -> Path:
         return self.root / "training" / stage
 

@@ -43,6 +43,9 @@ SETTINGS: list[Setting] = [
             "2022 for a URL"),
     Setting("NAICS_SOURCE_TIMEOUT_SECONDS", "source", "timeout_seconds", 30.0, float,
             "timeout of each download or HEAD request"),
+    Setting("NAICS_EXCLUSION_HOLDOUT", "source", "exclusion_holdout", 0.1, float,
+            "share of exclusion links held out of every table (triplets, sampling, the `excluded` text, the "
+            "hinge) into `held_out_excluded_codes`, for evaluation; `0`: train on every link"),
     Setting("NAICS_ENCODER", "training", "encoder", "minilm", str,
             "text encoder: `minilm` (all-MiniLM-L6-v2, offline) or `hashing` (no model)"),
     Setting("NAICS_ACCELERATOR", "training", "accelerator", "auto", str, "Lightning accelerator: auto, cpu, gpu"),
@@ -62,6 +65,9 @@ SETTINGS: list[Setting] = [
     Setting("NAICS_EXCLUSION_WEIGHT", "training", "exclusion_weight", 1.0, float,
             "weight of the exclusion hinge in stages whose curriculum has bucket 8; `0` turns it off"),
     Setting("NAICS_EXCLUSION_MARGIN", "training", "exclusion_margin", 0.1, float, "margin of the exclusion hinge"),
+    Setting("NAICS_TEXT_ENCODER", "training", "text_encoder", None, str,
+            "text-alignment stages: `frozen` (trained head over the frozen encoder), `finetune` (the encoder "
+            "too), `auto` (finetune on a GPU); default: the plan's (`stages.yaml`)"),
     Setting("NAICS_SENSOR_TRAINING", "automation", "retrain_on_change", True, bool,
             "whether a source change also retrains the stages"),
     Setting("NAICS_SENSOR_INTERVAL_SECONDS", "definitions", "sensor_interval_seconds", 3600, int,

@@ -18,6 +18,9 @@ import pyarrow.parquet as pq
 
 TMP_PREFIX = ".tmp-"
 LOCK_PREFIX = ".lock-"
+# A table folder may hold this file: the SELECT that reads the whole table, with `{folder}` standing
+# for the folder's path (used when part of a table is a view over small inputs, as triplets do).
+RELATION_FILE = "_relation.sql"
 
 
 class StorageBusyError(RuntimeError):
@@ -116,12 +119,26 @@ def disk_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
 def parquet_glob(path: Path) -> str:
     """A DuckDB read expression for a table stored as one file or a (hive-partitioned) folder."""
     path = Path(path)
     if path.is_dir():
-        return f"read_parquet('{path}/**/*.parquet', hive_partitioning=true)"
-    return f"read_parquet('{path}')"
+        return f"read_parquet('{_sql_path(path)}/**/*.parquet', hive_partitioning=true)"
+    return f"read_parquet('{_sql_path(path)}')"
+
+
+def table_sql(path: Path) -> str:
+    """The SELECT that reads a whole table as users see it: the folder's own RELATION_FILE when it has
+    one, else every Parquet file of the file or folder."""
+    path = Path(path)
+    relation = path / RELATION_FILE
+    if path.is_dir() and relation.is_file():
+        return relation.read_text().strip().replace("{folder}", _sql_path(path))
+    return f"SELECT * FROM {parquet_glob(path)}"
 
 
 def write_catalog(root: Path, tables: dict[str, Path]) -> Path:
@@ -133,6 +150,6 @@ def write_catalog(root: Path, tables: dict[str, Path]) -> Path:
         con = duckdb.connect(str(tmp))
         for name, path in sorted(tables.items()):
             if Path(path).exists():
-                con.execute(f"CREATE VIEW {name} AS SELECT * FROM {parquet_glob(path)}")
+                con.execute(f"CREATE VIEW {name} AS {table_sql(path)}")
         con.close()
     return target

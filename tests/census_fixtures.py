@@ -86,14 +86,17 @@ def _num(code: str):
     return float(code) if code.isdigit() else code
 
 
-def census_rows(codes=CODES, descriptions=DESCRIPTIONS, index=INDEX, cross_references=None) -> dict[str, list[list]]:
+def census_rows(codes=CODES, descriptions=DESCRIPTIONS, index=INDEX, cross_references=None,
+                vintage: str = TEST_VINTAGE) -> dict[str, list[list]]:
+    """Each role's rows as the Census lays them out, headers included (the official codes file has an
+    empty row right after its header)."""
     rows = {
-        "codes": [["Seq. No.", "2022 NAICS US   Code", "2022 NAICS US Title", "", ""]]
+        "codes": [["Seq. No.", f"{vintage} NAICS US   Code", f"{vintage} NAICS US Title", "", ""], ["", "", "", "", ""]]
                  + [[float(i + 1), _num(c), t + " ", "", ""] for i, (c, t) in enumerate(codes)],
         "descriptions": [["Code", "Title", "Description"]]
                         + [[_num(c), t + "T", descriptions.get(c, f"This industry comprises {t.lower()}.")]
                            for c, t in codes],
-        "index": [["NAICS22", "INDEX ITEM DESCRIPTION"]]
+        "index": [[f"NAICS{vintage[2:]}", "INDEX ITEM DESCRIPTION"]]
                  + [[float(c), e] for c, entries in index.items() for e in entries]
                  + [["******", "Dealers -- see type "]],
     }
@@ -104,8 +107,16 @@ def census_rows(codes=CODES, descriptions=DESCRIPTIONS, index=INDEX, cross_refer
 
 def write_census_folder(folder: Path, vintage: str = TEST_VINTAGE, **kwargs) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    for role, rows in census_rows(**kwargs).items():
+    for role, rows in census_rows(vintage=vintage, **kwargs).items():
         (folder / file_names(vintage)[role]).write_bytes(xlsx_bytes(rows))
+    return folder
+
+
+def rename_vintage(folder: Path, old: str, new: str) -> Path:
+    """Move a folder's files of vintage `old` to the Census names of vintage `new` (same bytes)."""
+    for role, name in file_names(old).items():
+        if (folder / name).exists():
+            (folder / name).rename(folder / file_names(new)[role])
     return folder
 
 

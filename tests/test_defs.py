@@ -1,8 +1,14 @@
 """The Dagster layer: definitions load, and the data graph materializes with every check passing."""
+from pathlib import Path
+
 import dagster as dg
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from naics_pipeline.data import quality
+from naics_pipeline.data.descriptions import exclusion_pairs, held_out_exclusion_pairs
 from naics_pipeline.data.snapshot import load_snapshot
 from naics_pipeline.definitions import build_defs
 from naics_pipeline.defs.resources import SourceResource, StorageResource, TrainingResource
@@ -12,19 +18,29 @@ from tests.conftest import data_definitions
 DATA_ASSETS, DATA_CHECKS = data_definitions()
 
 
-def materialize_data(root, location):
+def errors(result) -> list[tuple[str, str]]:
+    """Checks that failed at ERROR severity (a WARN is a warning: an unknown vintage's row counts)."""
+    return [(c.check_name, c.description) for c in result.get_asset_check_evaluations()
+            if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR]
+
+
+def materialize_data(root, location, **source):
     result = dg.materialize(
         [*DATA_ASSETS, *DATA_CHECKS],
         resources={"storage": StorageResource(root=str(root)),
-                   "source": SourceResource(location=str(location))},
+                   "source": SourceResource(location=str(location), **source)},
         instance=dg.DagsterInstance.ephemeral(),
     )
     assert result.success
     checks = result.get_asset_check_evaluations()
     assert len(checks) == len(DATA_CHECKS)
-    failed = [(c.check_name, c.description) for c in checks if not c.passed]
-    assert not failed, failed
+    assert not errors(result), errors(result)
     return result
+
+
+def check(result, name):
+    [evaluation] = [c for c in result.get_asset_check_evaluations() if c.check_name == name]
+    return evaluation
 
 
 def metadata(result, key):
@@ -43,8 +59,62 @@ def test_data_graph_on_generated_files(census_dir, tmp_path):
     src = load_snapshot(tmp_path / "store" / "source")
     mats = [m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey("naics_source")]
     assert mats[0].materialization.tags["dagster/data_version"] == src.data_version
+    source_meta = metadata(result, "naics_source")
+    assert source_meta["vintage"].value == "2099" and source_meta["data_version"].value == src.data_version
+    assert "NAICS 2099 has no official shape known here" in source_meta["warnings"].value
+    # An unknown vintage: the structural rules pass, the row counts are a visible warning, not a failure.
+    counts = check(result, "descriptions_row_counts")
+    assert not counts.passed and counts.severity == dg.AssetCheckSeverity.WARN
+    assert counts.description.startswith("WARNING: NAICS 2099 has no official shape known here")
     assert "| 8 | Exclusions |" in metadata(result, "naics_triplets")["hardness_table"].value
+    assert "match networkx shortest paths" in check(result, "distances_consistent").description
     assert (tmp_path / "store" / "naics.duckdb").is_file()
+
+
+def test_exclusion_holdout_setting_reaches_the_tables(census_dir, tmp_path):
+    """The descriptions' generated exclusion links (11 -> 54151, 311 -> 312): at 0.5 one is held out of
+    excluded_codes, and so out of the hardness-8 triplets; holdout 0 keeps both."""
+    full = materialize_data(tmp_path / "full", census_dir, exclusion_holdout=0.0)
+    half = materialize_data(tmp_path / "half", census_dir, exclusion_holdout=0.5)
+    meta = {name: metadata(r, "naics_descriptions") for name, r in (("full", full), ("half", half))}
+    assert (meta["full"]["exclusion_links_kept"].value, meta["full"]["exclusion_links_held_out"].value) == (2, 0)
+    assert (meta["half"]["exclusion_links_kept"].value, meta["half"]["exclusion_links_held_out"].value) == (1, 1)
+    assert "| links held out (evaluation only) | 1 |" in meta["half"]["exclusions"].value
+    desc = pq.read_table(tmp_path / "half" / "naics_descriptions.parquet")
+    assert held_out_exclusion_pairs(desc).num_rows == 1 and exclusion_pairs(desc).num_rows == 1
+    h8 = {name: hardness_8_rows(root / "naics_triplets") for name, root in (("full", tmp_path / "full"),
+                                                                              ("half", tmp_path / "half"))}
+    assert 0 < h8["half"] < h8["full"]
+    assert h8["half"] == independent_triplet_counts(desc)[1]
+    assert "1 held-out links" in check(half, "descriptions_excluded_codes_exist").description
+    versions = [[m for m in r.get_asset_materialization_events() if m.asset_key == dg.AssetKey("naics_descriptions")]
+                [0].materialization.tags["dagster/data_version"] for r in (full, half)]
+    assert versions[0].endswith("-holdout-0") and versions[1].endswith("-holdout-0.5")
+
+
+def test_checks_fail_on_a_wrong_distance_and_a_link_in_both_columns(census_dir, tmp_path):
+    """The distances check compares with networkx, not with the code that wrote the table: a table
+    with two symmetric entries changed (still N*(N-1) unique symmetric pairs) fails it."""
+    materialize_data(tmp_path / "store", census_dir)
+    desc = pq.read_table(tmp_path / "store" / "naics_descriptions.parquet")
+    dist = pq.read_table(tmp_path / "store" / "naics_distances.parquet")
+    codes = desc.column("code").to_pylist()
+    i, j = codes.index("541511"), codes.index("541512")
+    d = dist.column("distance").to_numpy().copy()
+    a, b = dist.column("a").to_numpy(), dist.column("b").to_numpy()
+    d[((a == i) & (b == j)) | ((a == j) & (b == i))] = 4.0   # siblings are at 2
+    pq.write_table(dist.set_column(2, "distance", pa.array(d)), tmp_path / "bad.parquet")
+    outcome = quality.distances_consistent(tmp_path / "bad.parquet", desc)
+    assert not outcome.passed and "2 of" in outcome.description and "differ from networkx" in outcome.description
+    row = codes.index("11")
+    held = desc.column("held_out_excluded_codes").to_pylist()
+    held[row] = ["54151", "999999"]     # 54151 is also kept; 999999 is no code
+    bad = desc.set_column(desc.schema.get_field_index("held_out_excluded_codes"), "held_out_excluded_codes",
+                          pa.array(held, pa.list_(pa.string())))
+    outcome = quality.descriptions_excluded_codes_exist(bad)
+    assert not outcome.passed
+    assert "held_out_excluded_codes: 1 unknown codes ['999999']" in outcome.description
+    assert "1 links both kept and held out [('11', '54151')]" in outcome.description
 
 
 def materialize_everything(root, location):
@@ -58,20 +128,66 @@ def materialize_everything(root, location):
                    "training": TrainingResource(encoder="hashing", epochs=1, batch_size=256,
                                                 max_pairs_per_epoch=2048, accelerator="cpu", devices="1")})
     assert result.success
-    failed = [(c.check_name, c.description) for c in result.get_asset_check_evaluations() if not c.passed]
-    assert not failed, failed
+    assert not errors(result), errors(result)
     return result
+
+
+def hardness_8_rows(folder) -> int:
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in Path(folder).glob("hardness=8/*.parquet"))
+
+
+def independent_triplet_counts(desc: pa.Table) -> tuple[int, int, int]:
+    """(all triplets, hardness 8, stage-3 pairs) from their definitions, over networkx tree distances
+    (quality.tree_distances_from, not distances.py) and the kept exclusion links, by numpy per anchor:
+    a triplet is (a, p, n) with p != a in a's sector, n in another sector or farther from a than p;
+    hardness 8 when n is excluded by a or by p. A stage-3 pair is any same-sector (a, p) that is not an
+    exclusion link, kept or held out, either way round (03_stage_hard: every level, no distance bound)."""
+    n = desc.num_rows
+    signed = quality.tree_distances_from(desc, np.arange(n))   # negative: another sector
+    other_sector, dist = signed < 0, np.abs(signed)
+    excluded = np.zeros((n, n), bool)
+    links = exclusion_pairs(desc)
+    excluded[links["code"].to_numpy(), links["excluded"].to_numpy()] = True
+    linked = excluded.copy()
+    held = held_out_exclusion_pairs(desc)
+    linked[held["code"].to_numpy(), held["excluded"].to_numpy()] = True
+    total = h8 = pairs = 0
+    for a in range(n):
+        p = np.flatnonzero(~other_sector[a])
+        p = p[p != a]
+        qualifies = other_sector[a][None, :] | (dist[a][None, :] > dist[a, p][:, None])   # (|p|, n)
+        total += int(qualifies.sum())
+        h8 += int((qualifies & (excluded[a][None, :] | excluded[p])).sum())
+        pairs += int((~(linked[a, p] | linked[p, a])).sum())
+    return total, h8, pairs
+
+
+# Counts that only the official 2022 files give, by their data version (vintage + every file's sha256):
+# a regression guard on the reading of the cross-references, next to the counts derived above.
+OFFICIAL_2022_DATA_VERSION = "1890faabdad570fd59f83b43"
+OFFICIAL_2022_EXCLUSIONS = {"codes_with_exclusions": 1138, "exclusion_links": 4641, "exclusion_links_kept": 4177,
+                            "exclusion_links_held_out": 464, "cross_reference_rows": 4601,
+                            "cross_reference_rows_without_code": 76}
 
 
 @pytest.mark.integration
 def test_everything_on_real_files(real_naics, tmp_path):
     result = materialize_everything(tmp_path / "store", real_naics)
-    assert pq.read_table(tmp_path / "store" / "naics_descriptions.parquet").num_rows == 2125
+    desc = pq.read_table(tmp_path / "store" / "naics_descriptions.parquet")
+    assert desc.num_rows == 2125 and check(result, "descriptions_row_counts").passed   # the official 2022 shape
+    total, h8, stage_3_pairs = independent_triplet_counts(desc)
     meta = metadata(result, "naics_triplets")
-    assert meta["dagster/row_count"].value == 976_051_440
-    assert "| 8 | Exclusions | 26,811 |" in meta["hardness_table"].value
-    assert metadata(result, "naics_descriptions")["exclusions_source"].value.startswith("description text")
-    assert metadata(result, "sampling_index_03_stage_hard")["pairs"].value == 544_146
+    assert meta["dagster/row_count"].value == total
+    assert f"| 8 | Exclusions | {h8:,} |" in meta["hardness_table"].value
+    assert hardness_8_rows(tmp_path / "store" / "naics_triplets") == h8
+    assert metadata(result, "sampling_index_03_stage_hard")["pairs"].value == stage_3_pairs
+    stats = metadata(result, "naics_descriptions")
+    assert stats["exclusions_source"].value.startswith("2022_NAICS_Cross_References.xlsx")
+    kept, held = stats["exclusion_links_kept"].value, stats["exclusion_links_held_out"].value
+    assert kept == exclusion_pairs(desc).num_rows and held == held_out_exclusion_pairs(desc).num_rows
+    assert abs(held - 0.1 * (kept + held)) <= 10   # the default holdout, in whole groups of twin links
+    if metadata(result, "naics_source")["data_version"].value == OFFICIAL_2022_DATA_VERSION:
+        assert {k: stats[k].value for k in OFFICIAL_2022_EXCLUSIONS} == OFFICIAL_2022_EXCLUSIONS
     for stage in ("stage_1", "stage_2", "stage_3"):
         assert "| Spearman |" in metadata(result, stage)["metrics"].value
     assert metadata(result, "stage_2")["initialised_from"].value.endswith("stage_1/model.pt")

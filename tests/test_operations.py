@@ -11,14 +11,17 @@ import urllib.request
 from pathlib import Path
 
 import dagster as dg
+import pyarrow.parquet as pq
 import pytest
 
+from naics_pipeline.data.snapshot import load_snapshot
+from naics_pipeline.data.source import file_names
 from naics_pipeline.definitions import build_defs
 from naics_pipeline.defs.jobs import refresh_job
 from naics_pipeline.defs.resources import AutomationResource, SourceResource, StorageResource
 from naics_pipeline.defs.sensors import naics_source_sensor
 from naics_pipeline.settings import REPO_ROOT
-from tests.census_fixtures import write_census_folder
+from tests.census_fixtures import CODES, write_census_folder
 from tests.conftest import data_definitions
 
 DATA_ASSETS, DATA_CHECKS = data_definitions()
@@ -69,6 +72,58 @@ def test_change_file_then_sensor_requests_run_with_new_data_version(census_dir, 
     assert not result.run_requests
 
 
+def source_and_descriptions(instance, defs, tags=None):
+    """Materialize naics_source and naics_descriptions (with their checks) as the refresh job would."""
+    job = defs.resolve_job_def("refresh_job")
+    keys = [dg.AssetKey("naics_source"), dg.AssetKey("naics_descriptions"), dg.AssetKey("naics_index_holdout")]
+    return job.execute_in_process(instance=instance, tags=tags, asset_selection=keys, raise_on_error=False)
+
+
+def row_counts_check(result):
+    return {c.check_name: c for c in result.get_asset_check_evaluations()}["descriptions_row_counts"]
+
+
+def test_a_new_vintage_is_a_source_change(tmp_path):
+    """Generated files under 2022 names, then the same folder holding NAICS 2027 files instead: the sensor
+    requests a run and the rerun materializes vintage 2027 (structural checks, a warning, no failure)."""
+    folder = write_census_folder(tmp_path / "census", vintage="2022")
+    instance = dg.DagsterInstance.ephemeral()
+    defs = make_defs(tmp_path / "store", folder)
+    run = source_and_descriptions(instance, defs)
+    # A 28-code tree under 2022 names is held to the official 2022 shape, and fails it (blocking).
+    assert not run.success and row_counts_check(run).severity == dg.AssetCheckSeverity.ERROR
+    assert "NAICS 2022: {2: 20, 3: 96, 4: 308, 5: 689, 6: 1012}" in row_counts_check(run).description
+    first = data_version(instance)
+    event = instance.get_latest_materialization_event(dg.AssetKey("naics_source"))
+    assert event.asset_materialization.metadata["vintage"].value == "2022"
+    _, cursor = tick(defs, instance)                                   # baseline
+
+    for name in file_names("2022").values():                           # the 2027 revision replaces 2022
+        (folder / name).unlink(missing_ok=True)
+    write_census_folder(folder, vintage="2027", codes=CODES + [("541513", "Computer Facilities Management")])
+    result, cursor = tick(defs, instance, cursor)
+    [request] = result.run_requests
+    assert request.tags["naics/vintage"] == "2022 -> 2027"
+    assert request.tags["naics/changed_files"] == "codes,descriptions,index"
+    rerun = source_and_descriptions(instance, defs, request.tags)
+    assert rerun.success and data_version(instance) != first
+    event = instance.get_latest_materialization_event(dg.AssetKey("naics_source"))
+    assert event.asset_materialization.metadata["vintage"].value == "2027"
+    counts = row_counts_check(rerun)
+    assert counts.severity == dg.AssetCheckSeverity.WARN and "NAICS 2027 has no official shape" in counts.description
+    assert load_snapshot(tmp_path / "store" / "source").vintage == "2027"
+    assert "541513" in pq.read_table(tmp_path / "store" / "naics_descriptions.parquet").column("code").to_pylist()
+    assert not tick(defs, instance, cursor)[0].run_requests             # settled
+
+
+def test_two_vintages_in_the_folder_is_a_skip_naming_both(tmp_path):
+    folder = write_census_folder(tmp_path / "census", vintage="2022")
+    write_census_folder(folder, vintage="2027")
+    result, cursor = tick(make_defs(tmp_path / "store", folder), dg.DagsterInstance.ephemeral(), '{"codes": "x"}')
+    assert not result.run_requests and "several NAICS vintages (2022 and 2027)" in result.skip_message
+    assert cursor == '{"codes": "x"}'
+
+
 def test_unreachable_source_is_a_logged_skip(tmp_path, caplog):
     defs = make_defs(tmp_path, "http://127.0.0.1:9/naics")
     result, cursor = tick(defs, dg.DagsterInstance.ephemeral(), cursor='{"codes": "x"}')
@@ -94,7 +149,7 @@ def test_sigkill_mid_write_leaves_no_table_and_rerun_succeeds(tmp_path):
             "from naics_pipeline.layout import Layout; pipeline.step_triplets(Layout(Path(sys.argv[1])))")
     proc = subprocess.Popen([sys.executable, "-c", code, str(layout.root)], cwd=REPO_ROOT)
     deadline = time.time() + 60
-    while time.time() < deadline and not list(layout.root.glob(".tmp-naics_triplets*/hardness=1/*")):
+    while time.time() < deadline and not list(layout.root.glob(".tmp-naics_triplets*/_hardness_1/negatives.parquet")):
         time.sleep(0.2)
     time.sleep(1.0)
     proc.send_signal(signal.SIGKILL)

@@ -10,7 +10,8 @@ from naics_pipeline.data.descriptions import build_descriptions
 from naics_pipeline.data.distances import distances_table, tree_arrays
 from naics_pipeline.data.graph import ROOT, build_graph, tree_problems
 from naics_pipeline.data.source import fetch_source
-from naics_pipeline.data.triplets import build_triplets
+from naics_pipeline.data.triplets import HARDNESS_1_DIR, build_triplets, triplets_sql
+from naics_pipeline.storage import write_catalog
 
 
 @pytest.fixture
@@ -86,19 +87,35 @@ def brute_triplets(desc):
     return out
 
 
+TRIPLET_TYPES = ["USMALLINT", "USMALLINT", "USMALLINT", "DECIMAL(3,1)", "DECIMAL(3,1)", "DECIMAL(3,1)",
+                 "BOOLEAN", "BOOLEAN", "BIGINT"]
+
+
 def test_triplets_equal_brute_force(desc, tmp_path):
+    """The table as users read it (the catalog view naics_triplets, i.e. triplets_sql: materialized hardness
+    2..8 plus the hardness-1 view) holds exactly the brute-force triplets, with the fixed column types."""
     dist = distances_table(tree_arrays(desc))
-    built = build_triplets(dist, desc, tmp_path / "triplets")
+    folder = tmp_path / "triplets"
+    built = build_triplets(dist, desc, folder)
+    con = duckdb.connect(str(write_catalog(tmp_path, {"naics_triplets": folder})), read_only=True)
+    assert [(c, t) for c, t, *_ in con.sql("DESCRIBE naics_triplets").fetchall()] == list(zip(
+        ["anchor", "positive", "negative", "positive_distance", "negative_distance", "distance_diff",
+         "unrelated", "excluded", "hardness"], TRIPLET_TYPES))
     codes = desc.column("code").to_pylist()
-    got = duckdb.sql(f"SELECT * FROM read_parquet('{tmp_path}/triplets/**/*.parquet', "
-                     "hive_partitioning=true)").fetchall()
+    rows = con.sql("SELECT * FROM naics_triplets").fetchall()
     got = {(codes[a], codes[p], codes[n]): (float(pd), float(nd), float(df), u, e, h)
-           for a, p, n, pd, nd, df, u, e, h in got}
+           for a, p, n, pd, nd, df, u, e, h in rows}
     brute = brute_triplets(desc)
-    assert len(got) == built.rows == len(brute) == quality.expected_triplet_count(desc)
+    assert len(rows) == len(got) == built.rows == len(brute) == quality.expected_triplet_count(desc)
     assert got == brute
     assert {h for *_, h in brute.values()} >= {1, 2, 5, 6, 7, 8}
-    assert quality.triplets_consistent(tmp_path / "triplets", desc).passed
+    assert built.counts == dict(con.sql("SELECT hardness, count(*) FROM naics_triplets GROUP BY 1").fetchall())
+    assert sorted(duckdb.sql(triplets_sql(folder)).fetchall()) == sorted(rows)
+    # Both branches of the view run: positives with exclusion links into another sector, and without.
+    links = duckdb.sql(f"SELECT DISTINCT positive_has_links FROM '{folder}/{HARDNESS_1_DIR}/pairs.parquet'").fetchall()
+    assert sorted(links) == [(False,), (True,)]
+    assert not list(folder.glob("hardness=1"))   # hardness 1 is served by the view, not written
+    assert quality.triplets_consistent(folder, desc).passed
 
 
 def test_triplets_write_is_atomic(desc, tmp_path, monkeypatch):
@@ -129,3 +146,25 @@ def test_checks_fail_on_bad_tables(desc, tmp_path):
     pq.write_table(dist, tmp_path / "ok.parquet")
     assert quality.distances_consistent(tmp_path / "ok.parquet", desc).passed
     assert not quality.descriptions_row_counts(desc, "2022").passed  # small tree is not the 2,125-code NAICS
+
+
+def test_triplet_check_fails_on_a_bad_view(desc, tmp_path):
+    """The check reads hardness 1 through the view: broken view inputs fail it, with the reason."""
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "triplets"
+    build_triplets(distances_table(tree_arrays(desc)), desc, folder)
+    src = folder / HARDNESS_1_DIR
+    links = pq.read_table(src / "exclusions.parquet")
+    pq.write_table(links.slice(0, 0), src / "exclusions.parquet")      # positive-side exclusions not removed
+    outcome = quality.triplets_consistent(folder, desc)
+    assert not outcome.passed and "expected" in outcome.description
+    pq.write_table(links, src / "exclusions.parquet")
+    assert quality.triplets_consistent(folder, desc).passed
+    neg = pq.read_table(src / "negatives.parquet")
+    same_sector = neg.set_column(1, "negative", neg.column("anchor"))   # negative = anchor, same sector
+    pq.write_table(same_sector, src / "negatives.parquet")
+    outcome = quality.triplets_consistent(folder, desc)
+    assert not outcome.passed
+    assert "rows with negative = anchor: hardness 1: some" in outcome.description
+    assert "negatives.parquet" in outcome.description

@@ -8,6 +8,10 @@ from pathlib import Path
 import yaml
 
 PLAN_FILE = "stages.yaml"
+# A stage's `text` mapping makes it a text-alignment stage (naics_pipeline.training.text_alignment).
+TEXT_KEYS = {"encoder": str, "hidden_dim": int, "temperature": float, "weight": float, "hard_weight": float,
+             "encoder_learning_rate": float, "max_tokens": int}
+TEXT_ENCODERS = ("auto", "frozen", "finetune")
 KEYS = {"name", "description", "positive_levels", "positive_distance_min", "positive_distance_max",
         "max_positives", "difficulty_buckets", "bucket_percentages", "k_negatives", "mix"}
 REQUIRED = {"name", "positive_levels", "difficulty_buckets", "bucket_percentages", "k_negatives"}
@@ -58,6 +62,7 @@ class Stage:
     name: str            # stage_1, stage_2, ...
     curriculum: Curriculum
     epochs: int
+    text: dict | None = None   # a text-alignment stage: its settings (TEXT_KEYS), {} for the defaults
 
 
 def _fail(path, field_name, msg):
@@ -157,16 +162,34 @@ def load_plan(folder: Path, curricula: dict[str, Curriculum] | None = None) -> l
         raise CurriculumError(f"{path}: field 'stages': must be a non-empty list")
     stages = []
     for i, entry in enumerate(entries, start=1):
-        if not isinstance(entry, dict) or set(entry) - {"curriculum", "epochs"}:
-            raise CurriculumError(f"{path}: field 'stages[{i - 1}]': expected keys curriculum, epochs")
+        if not isinstance(entry, dict) or set(entry) - {"curriculum", "epochs", "text"}:
+            raise CurriculumError(f"{path}: field 'stages[{i - 1}]': expected keys curriculum, epochs, text")
         name = entry.get("curriculum")
         if name not in curricula:
             raise CurriculumError(f"{path}: field 'stages[{i - 1}].curriculum': unknown curriculum {name!r}")
         epochs = entry.get("epochs", 5)
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise CurriculumError(f"{path}: field 'stages[{i - 1}].epochs': must be an integer >= 1")
-        stages.append(Stage(f"stage_{i}", curricula[name], epochs))
+        text = _text_settings(path, f"stages[{i - 1}].text", entry["text"]) if "text" in entry else None
+        stages.append(Stage(f"stage_{i}", curricula[name], epochs, text))
     return stages
+
+
+def _text_settings(path: Path, where: str, value) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise CurriculumError(f"{path}: field '{where}': must be a mapping of {', '.join(sorted(TEXT_KEYS))}")
+    for key, v in value.items():
+        kind = TEXT_KEYS.get(key)
+        if kind is None:
+            allowed = ", ".join(sorted(TEXT_KEYS))
+            raise CurriculumError(f"{path}: field '{where}.{key}': unknown key (allowed: {allowed})")
+        if isinstance(v, bool) or not isinstance(v, (int, float) if kind is float else kind):
+            raise CurriculumError(f"{path}: field '{where}.{key}': must be {kind.__name__}, got {v!r}")
+    if value.get("encoder", "auto") not in TEXT_ENCODERS:
+        raise CurriculumError(f"{path}: field '{where}.encoder': must be one of {', '.join(TEXT_ENCODERS)}")
+    return dict(value)
 
 
 def plan_warnings(stages: list[Stage]) -> list[str]:

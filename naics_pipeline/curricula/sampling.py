@@ -40,7 +40,7 @@ from naics_pipeline.curricula.config import MIX_MODES, Curriculum
 from naics_pipeline.storage import atomic_path
 
 HARDNESS = range(1, 9)
-INDEX_VERSION = 3  # 3: exact, disjoint candidate sets (exclusions skipped); mix modes; mix report in meta
+INDEX_VERSION = 4  # 4: held-out exclusion links are never positives; 3: exact, disjoint candidate sets, mix modes
 UNIT = 1 << 20        # takes per bucket in fixed point (1/UNIT of a negative)
 PAIR_UNIT = 1 << 20   # epoch draws per pair in fixed point
 MIX_TOLERANCE = 0.02  # global mode: realized within +-2 percentage points of the request
@@ -101,7 +101,7 @@ def build_index(curriculum: Curriculum, descriptions: pa.Table, distances: Path,
     meta.json (mix, requested_mix, realized_mix, shortfalls); returns build stats."""
     import duckdb  # only the builder needs it; training machines read the index with pyarrow alone
 
-    from naics_pipeline.data.descriptions import exclusion_pairs  # (naics_pipeline.data imports duckdb)
+    from naics_pipeline.data.descriptions import exclusion_pairs, held_out_exclusion_pairs  # (imports duckdb)
 
     t0 = time.perf_counter()
     c = curriculum
@@ -113,9 +113,11 @@ def build_index(curriculum: Curriculum, descriptions: pa.Table, distances: Path,
     exclusions = exclusion_pairs(descriptions)
     con.register("codes", pa.table({"idx": codes.column("index"), "level": codes.column("level")}))
     con.register("excl", exclusions)
-    # Exclusion links either way round: a plain equi-join keeps the positive filter a hash anti-join.
-    con.execute("CREATE TEMP TABLE excl_both AS SELECT code, excluded FROM excl "
-                "UNION SELECT excluded, code FROM excl")
+    con.register("held", held_out_exclusion_pairs(descriptions))
+    # Exclusion links either way round, held-out ones too (withheld: neither exclusion nor positive);
+    # a plain equi-join keeps the positive filter a hash anti-join.
+    con.execute("CREATE TEMP TABLE excl_both AS SELECT code, excluded FROM excl UNION SELECT excluded, code FROM excl "
+                "UNION SELECT code, excluded FROM held UNION SELECT excluded, code FROM held")
     con.execute(f"CREATE TEMP TABLE dist AS SELECT a, b, (distance * 2)::UTINYINT AS d2, unrelated "
                 f"FROM read_parquet('{distances}') WHERE NOT unrelated")
     levels = ", ".join(str(v) for v in c.positive_levels)
@@ -127,7 +129,7 @@ def build_index(curriculum: Curriculum, descriptions: pa.Table, distances: Path,
         WHERE k.level IN ({levels})
           AND ({_sql_num(dmin)} IS NULL OR d.d2 > 2 * {_sql_num(dmin)})
           AND ({_sql_num(dmax)} IS NULL OR d.d2 <= 2 * {_sql_num(dmax)})
-          -- An exclusion link, either way round, is never a positive: it is hardness 8 material.
+          -- An exclusion link, either way round, is never a positive: it is hardness 8 material (or held out).
           AND NOT EXISTS (SELECT 1 FROM excl_both e WHERE e.code = d.a AND e.excluded = d.b) {limit}""")
     con.execute("""CREATE TEMP TABLE groups AS
         SELECT (row_number() OVER (ORDER BY anchor, d2) - 1)::INT AS grp, anchor, d2

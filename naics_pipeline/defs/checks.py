@@ -10,11 +10,12 @@ from naics_pipeline.defs.resources import StorageResource
 
 def _result(outcome: quality.Outcome) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=outcome.passed, description=outcome.description,
-                               metadata=outcome.metadata)
+                               metadata=outcome.metadata, severity=dg.AssetCheckSeverity[outcome.severity])
 
 
 @dg.asset_check(asset="naics_descriptions", blocking=True,
-                description="codes per level as the vintage's official shape (2022: 20/96/308/689/1,012)")
+                description="codes per level as the vintage's official shape (2022: 20/96/308/689/1,012; "
+                            "2017: 20/99/311/709/1,057); another vintage: levels 2-6 and a warning")
 def descriptions_row_counts(storage: StorageResource):
     desc = pq.read_table(storage.layout.descriptions)
     return _result(quality.descriptions_row_counts(desc, load_snapshot(storage.layout.source_dir).vintage))
@@ -30,7 +31,8 @@ def descriptions_parents_exist(storage: StorageResource):
     return _result(quality.descriptions_parents_exist(pq.read_table(storage.layout.descriptions)))
 
 
-@dg.asset_check(asset="naics_descriptions", description="every excluded code is a real code")
+@dg.asset_check(asset="naics_descriptions",
+                description="every kept and held-out excluded code is a real code, no link in both")
 def descriptions_excluded_codes_exist(storage: StorageResource):
     return _result(quality.descriptions_excluded_codes_exist(pq.read_table(storage.layout.descriptions)))
 
@@ -44,7 +46,7 @@ def graph_is_naics_tree(storage: StorageResource):
 
 
 @dg.asset_check(asset="naics_distances", blocking=True,
-                description="N*(N-1) unique pairs, symmetric, equal to a recomputation from the tree")
+                description="N*(N-1) unique pairs, symmetric; a seeded sample equal to networkx shortest paths")
 def distances_consistent(storage: StorageResource):
     layout = storage.layout
     return _result(quality.distances_consistent(layout.distances, pq.read_table(layout.descriptions)))

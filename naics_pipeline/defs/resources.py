@@ -63,6 +63,7 @@ class SourceResource(dg.ConfigurableResource):
     location: Optional[str] = _field("NAICS_SOURCE")
     vintage: Optional[str] = _field("NAICS_VINTAGE")
     timeout_seconds: float = _field("NAICS_SOURCE_TIMEOUT_SECONDS")
+    exclusion_holdout: float = _field("NAICS_EXCLUSION_HOLDOUT")
 
     @property
     def resolved_location(self) -> str:
@@ -84,6 +85,7 @@ class TrainingResource(dg.ConfigurableResource):
     load_balancing_coef: float = _field("NAICS_LOAD_BALANCING_COEF")
     exclusion_weight: float = _field("NAICS_EXCLUSION_WEIGHT")
     exclusion_margin: float = _field("NAICS_EXCLUSION_MARGIN")
+    text_encoder: Optional[str] = _field("NAICS_TEXT_ENCODER")
     curvature: float = 1.0
     temperature: float = 0.1
     embedding_dim: int = 32

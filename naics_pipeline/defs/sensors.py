@@ -19,8 +19,9 @@ def refresh_selection(retrain: bool) -> dg.AssetSelection:
 @dg.sensor(name="naics_source_sensor", job_name="refresh_job",
            minimum_interval_seconds=settings.sensor_interval_seconds(),
            default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Fingerprints the NAICS source (sha256 per file, or ETag/Last-Modified for a URL) and "
-                       "requests a refresh run when it changes. The first tick records a baseline.")
+           description="Fingerprints the NAICS source (its vintage, and sha256 per file or ETag/Last-Modified for "
+                       "a URL) and requests a refresh run when it changes, a new vintage's files included. The "
+                       "first tick records a baseline.")
 def naics_source_sensor(context: dg.SensorEvaluationContext, source: SourceResource,
                         automation: AutomationResource):
     location = source.resolved_location
@@ -41,5 +42,10 @@ def naics_source_sensor(context: dg.SensorEvaluationContext, source: SourceResou
         keys = None  # the whole refresh_job
     else:
         keys = sorted(refresh_selection(False).resolve(context.repository_def.asset_graph), key=str)
+    vintage = current.get("vintage", "")
+    if "vintage" in changed:  # a new NAICS revision: every file is new, and so is the official shape
+        context.log.info(f"NAICS vintage changed: {previous.get('vintage')} -> {vintage}")
+        vintage = f"{previous.get('vintage')} -> {vintage}"
     return dg.RunRequest(run_key=run_key, asset_selection=keys,
-                         tags={"naics/changed_files": ",".join(changed), "naics/source": location})
+                         tags={"naics/changed_files": ",".join(r for r in changed if r != "vintage"),
+                               "naics/vintage": vintage, "naics/source": location})

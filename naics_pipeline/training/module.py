@@ -2,18 +2,15 @@
 per-epoch loss history, AdamW with a cosine schedule."""
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
 
-from naics_pipeline.training.datamodule import PairBatches
 from naics_pipeline.training.model import ModelConfig, NaicsEmbedder, exclusion_hinge, info_nce
-
-
-def _mean(values: list[torch.Tensor]) -> float:
-    return float(torch.stack([v.float() for v in values]).mean())
 
 
 def exclusion_tensors(links, keep: np.ndarray) -> dict[str, np.ndarray]:
@@ -52,23 +49,25 @@ class NaicsContrastive(L.LightningModule):
 
     def _step(self, batch, stage: str):
         # 2,125 codes: embedding every code once per step is cheaper than gathering features.
-        points, lb, usage = self.all_points()
+        points, lb, _ = self.all_points()
+        return self.hierarchy_loss(points, lb, batch, stage)
+
+    def hierarchy_loss(self, points: torch.Tensor, lb: torch.Tensor, batch: dict, stage: str) -> torch.Tensor:
         nce = info_nce(points, batch["anchor"], batch["positive"], batch["negatives"],
                        self.cfg.curvature, self.cfg.temperature)
         loss = nce + self.cfg.load_balancing_coef * lb
-        bs = len(batch["anchor"])
         if stage == "train" and self.use_exclusions:
             ex = exclusion_hinge(points, self.ex_code, self.ex_excluded, self.ex_ref, self.ex_mask,
                                  self.cfg.curvature, self.hparams.exclusion_margin)
             loss = loss + self.hparams.exclusion_weight * ex
-            self.log("train_exclusion_loss", ex, batch_size=bs)
-            self._epoch_sums.setdefault("train_exclusion_loss", []).append(ex.detach())
-        self.log(f"{stage}_loss", nce, prog_bar=True, batch_size=bs, sync_dist=stage == "val")
-        self.log(f"{stage}_load_balancing_loss", lb, batch_size=bs, sync_dist=stage == "val")
-        # Detached tensors, reduced once per epoch: float() here would sync the GPU every step.
-        self._epoch_sums.setdefault(f"{stage}_loss", []).append(nce.detach())
-        self._epoch_sums.setdefault(f"{stage}_load_balancing_loss", []).append(lb.detach())
+            self.accumulate("train_exclusion_loss", ex)
+        self.accumulate(f"{stage}_loss", nce)
+        self.accumulate(f"{stage}_load_balancing_loss", lb)
         return loss
+
+    def accumulate(self, name: str, value: torch.Tensor) -> None:
+        # Detached tensors, reduced once per epoch: logging or float() here would sync the GPU every step.
+        self._epoch_sums.setdefault(name, []).append(value.detach())
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")
@@ -76,22 +75,21 @@ class NaicsContrastive(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val")
 
-    def on_train_epoch_start(self):
-        loader = self.trainer.train_dataloader
-        dataset = getattr(loader, "dataset", None)
-        if isinstance(dataset, PairBatches):
-            dataset.epoch = self.current_epoch
-
     def on_validation_epoch_end(self):
         # Validation runs inside the training epoch, before on_train_epoch_end: keep its means apart.
-        self._val_means = {k: _mean(v) for k, v in self._epoch_sums.items() if k.startswith("val") and v}
+        self._val_means = {k: self._reduced(v) for k, v in self._epoch_sums.items() if k.startswith("val") and v}
         self._epoch_sums = {k: v for k, v in self._epoch_sums.items() if not k.startswith("val")}
+
+    def _reduced(self, values: list[torch.Tensor]) -> float:
+        """The epoch mean over this rank's steps, averaged over the ranks (one sync per epoch)."""
+        return float(self.trainer.strategy.reduce(torch.stack([v.float() for v in values]).mean(), reduce_op="mean"))
 
     def record_epoch(self):
         row = {"epoch": self.current_epoch}
-        row.update({k: _mean(v) for k, v in self._epoch_sums.items() if v})
+        row.update({k: self._reduced(v) for k, v in self._epoch_sums.items() if v})
         row.update(getattr(self, "_val_means", {}))
         self.history.append(row)
+        self.log_dict({k: v for k, v in row.items() if k != "epoch"}, on_epoch=True, sync_dist=False)
         self._epoch_sums, self._val_means = {}, {}
 
     def on_save_checkpoint(self, checkpoint):
@@ -100,9 +98,12 @@ class NaicsContrastive(L.LightningModule):
     def on_load_checkpoint(self, checkpoint):
         self.history = checkpoint.get("naics_history", [])
 
+    def parameter_groups(self) -> list[dict]:
+        return [{"params": list(self.parameters())}]
+
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.learning_rate,
-                                weight_decay=self.hparams.weight_decay)
+        opt = torch.optim.AdamW(self.parameter_groups(), lr=self.hparams.learning_rate,
+                                weight_decay=self.hparams.weight_decay, fused=self.device.type == "cuda")
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         warmup = max(int(total * self.hparams.warmup_fraction), 1)
 
@@ -115,8 +116,18 @@ class NaicsContrastive(L.LightningModule):
 
 
 class EpochHistory(L.Callback):
-    """Appends the epoch's mean losses to module.history. Lightning runs checkpoint callbacks after
-    all others, so the row is in the checkpoint saved at the same epoch end."""
+    """Appends the epoch's mean losses to module.history and (rank 0) to a JSON file, which is how the
+    history reaches the parent process under ddp_spawn. Lightning runs checkpoint callbacks after all
+    others, so the row is also in a checkpoint saved at the same epoch end."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
 
     def on_train_epoch_end(self, trainer, module):
         module.record_epoch()
+        if trainer.is_global_zero:
+            self.path.write_text(json.dumps(module.history, default=float))
+
+    @staticmethod
+    def read(path: Path) -> list[dict]:
+        return json.loads(Path(path).read_text()) if Path(path).is_file() else []

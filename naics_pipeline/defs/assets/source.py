@@ -2,6 +2,7 @@
 import dagster as dg
 
 from naics_pipeline.data import pipeline
+from naics_pipeline.data.quality import unknown_vintage_warning
 from naics_pipeline.defs.resources import SourceResource, StorageResource
 from naics_pipeline.storage import clean_stale_temporaries
 
@@ -11,17 +12,20 @@ OWNERS = ["team:naics-ml"]
 @dg.asset(group_name="source", kinds={"excel"}, owners=OWNERS, code_version="1")
 def naics_source(context: dg.AssetExecutionContext, storage: StorageResource,
                  source: SourceResource) -> dg.MaterializeResult:
-    """The four Census NAICS spreadsheets, snapshotted with their sha256 (the asset's data version)."""
+    """The Census NAICS spreadsheets of one vintage, each opened and checked for its role's header before
+    they are snapshotted with their sha256 (the vintage and the hashes make the asset's data version)."""
     removed = clean_stale_temporaries(storage.layout.root)
     if removed:
         context.log.warning(f"removed {removed} temporaries left by an interrupted run")
     step = pipeline.step_source(storage.layout, source.resolved_location, source.timeout_seconds, source.vintage)
     src = step.metadata["src"]
-    for warning in src.warnings:
+    warnings = [*src.warnings, *filter(None, [unknown_vintage_warning(src.vintage)])]
+    for warning in warnings:
         context.log.warning(warning)
     meta = {"location": src.location, "vintage": src.vintage, "packaged_fallback": src.packaged,
+            "data_version": src.data_version,
             "files": dg.MetadataValue.json({r: p.name for r, p in src.paths.items()}),
-            "sha256": dg.MetadataValue.json(src.sha256),
-            "warnings": dg.MetadataValue.md("\n".join(f"- **{w}**" for w in src.warnings) or "none"),
+            "rows": dg.MetadataValue.json(src.rows), "sha256": dg.MetadataValue.json(src.sha256),
+            "warnings": dg.MetadataValue.md("\n".join(f"- **{w}**" for w in warnings) or "none"),
             "path": dg.MetadataValue.path(str(step.path))}
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(src.data_version))

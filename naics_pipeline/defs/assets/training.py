@@ -36,23 +36,31 @@ def stage_asset(stage: Stage, previous: Stage | None) -> dg.AssetsDefinition:
     deps = [sampling_index_key(stage.curriculum.name), "text_embeddings", "naics_descriptions"]
     if previous:
         deps.append(previous.name)
+    if stage.text is not None:
+        deps.append("naics_index_holdout")   # scored on the held-out entries, never trained on
+    kind = "Text alignment (index entries -> their code)" if stage.text is not None else "Contrastive training"
 
     @dg.asset(name=stage.name, deps=deps, group_name="training", kinds={"pytorch"}, owners=OWNERS,
               code_version="1",
-              description=f"Contrastive training on curriculum {stage.curriculum.name} ({stage.epochs} epochs by "
+              description=f"{kind} on curriculum {stage.curriculum.name} ({stage.epochs} epochs by "
                           f"default), starting from {previous.name if previous else 'random weights'}.")
     def _asset(context: dg.AssetExecutionContext, storage: StorageResource,
                training: TrainingResource) -> dg.MaterializeResult:
         from naics_pipeline.training.loop import COLLAPSE_THRESHOLD, train_stage  # torch: imported when run
+        from naics_pipeline.training.text_alignment import TextConfig
 
         layout = storage.layout
         init = layout.stage_dir(previous.name) / "model.pt" if previous else None
         if init is not None and not init.is_file():
             raise FileNotFoundError(f"{previous.name} has no checkpoint at {init}: materialize it first")
+        text, holdout_texts = None, None
+        if stage.text is not None:
+            text = TextConfig(**{**stage.text, **({"encoder": training.text_encoder} if training.text_encoder else {})})
+            holdout_texts = pq.read_table(layout.index_holdout).column("entry").to_pylist()
         result = train_stage(stage.name, layout.sampling_index(stage.curriculum.name),
                              TextEmbeddings.load(layout.text_embeddings), pq.read_table(layout.descriptions),
                              layout.stage_dir(stage.name), model_config(training), _train_config(training, stage),
-                             init_from=init, log=context.log.info)
+                             init_from=init, log=context.log.info, text=text, holdout_texts=holdout_texts)
         m = result.metrics
         if m.get("moe_collapse"):
             context.log.warning(f"MoE mode collapse: load_balancing_loss {m['load_balancing_loss']:.3f} > "
@@ -60,7 +68,8 @@ def stage_asset(stage: Stage, previous: Stage | None) -> dg.AssetsDefinition:
                                 "load_balancing_coef (NAICS_LOAD_BALANCING_COEF)")
         hist = result.history
         epochs = [h["epoch"] + 1 for h in hist]
-        curves = {k: [h[k] for h in hist if k in h] for k in ("train_loss", "val_loss", "train_exclusion_loss")}
+        shown = ("train_loss", "val_loss", "train_exclusion_loss", "train_text_loss", "train_text_hard_loss")
+        curves = {k: [h[k] for h in hist if k in h] for k in shown}
         plot = line_chart(epochs, {k: v for k, v in curves.items() if len(v) == len(epochs)},
                           f"{stage.name} losses (InfoNCE; exclusion hinge in bucket-8 stages)", "epoch", "loss")
         usage = m.get("expert_usage", [])
@@ -74,6 +83,7 @@ def stage_asset(stage: Stage, previous: Stage | None) -> dg.AssetsDefinition:
                 list(range(len(usage))), {"share of codes": usage}, "MoE top-1 expert usage", "share"))),
             "spearman": m.get("spearman"), "ndcg_at_10": m.get("ndcg_at_10"),
             "final_val_loss": m.get("final_val_loss"), "config": dg.MetadataValue.json(result.config),
+            "trained_weights": m.get("trained_weights", ""),
         })
 
     return _asset

@@ -1,0 +1,149 @@
+"""Where a stage-3 training step's time goes: sampling, host->device copy, MoE forward, loss, backward,
+optimizer. Prints one table.
+
+Two measurements per path, over the same steps (batch 4,096 pairs, K = 16, bf16 autocast on a GPU):
+- per phase: a CUDA event pair around each phase and a synchronize after every step, so each phase's
+  time is its own (the phases cannot overlap: this is attribution, not throughput);
+- the step rate with no synchronize until the end (what training sees, CPU and GPU overlapping).
+
+Paths: `host` draws the batch with the numpy sampler and copies it to the device (the pipeline before
+issue 13); `device` draws it on the device with the torch sampler (the pipeline since). Run the host
+path from an older checkout with `--path host` and PYTHONPATH pointing at it.
+
+    python benchmarks/profile_step.py --root DIR --path device [--steps 200]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+PHASES = ["sampling", "host->device copy", "MoE forward", "loss", "backward", "optimizer"]
+
+
+def _imports():
+    """The pipeline's modules, from the layout of this checkout or of the one before issue 10."""
+    try:
+        from naics_pipeline.curricula.sampling import Sampler, SamplingIndex
+        from naics_pipeline.text.encoder import TextEmbeddings
+        from naics_pipeline.training.evaluation import exclusion_references
+        from naics_pipeline.training.model import ModelConfig, NaicsEmbedder, exclusion_hinge, info_nce
+        from naics_pipeline.training.module import exclusion_tensors
+    except ImportError:
+        from naics_pipeline.evaluation import exclusion_references
+        from naics_pipeline.model import ModelConfig, NaicsEmbedder, exclusion_hinge, info_nce
+        from naics_pipeline.sampling import Sampler, SamplingIndex
+        from naics_pipeline.text_encoder import TextEmbeddings
+        from naics_pipeline.training import exclusion_tensors
+    return (Sampler, SamplingIndex, TextEmbeddings, exclusion_references, ModelConfig, NaicsEmbedder,
+            exclusion_hinge, info_nce, exclusion_tensors)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--root", required=True, help="prepared tables (bench_training.py --prepare)")
+    ap.add_argument("--curriculum", default="03_stage_hard")
+    ap.add_argument("--index", default=None, help="the sampling index folder (default ROOT/sampling_index/CURRICULUM)")
+    ap.add_argument("--path", choices=["host", "device"], default="device")
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--batch-size", type=int, default=4096)
+    args = ap.parse_args()
+    (Sampler, SamplingIndex, TextEmbeddings, exclusion_references, ModelConfig, NaicsEmbedder, exclusion_hinge,
+     info_nce, exclusion_tensors) = _imports()
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    root = Path(args.root)
+    desc = pq.read_table(root / "naics_descriptions.parquet")
+    emb = TextEmbeddings.load(root / "text_embeddings.npz")
+    index = SamplingIndex(Path(args.index) if args.index else root / "sampling_index" / args.curriculum)
+    cfg = ModelConfig()
+    torch.manual_seed(0)
+    model = NaicsEmbedder(cfg).to(dev).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01, fused=dev.type == "cuda")
+    channels = torch.as_tensor(emb.channels, device=dev)
+    present = torch.as_tensor(emb.present, device=dev)
+    levels = torch.as_tensor(desc.column("level").to_numpy().astype(np.int64), device=dev)
+    links = exclusion_references(desc)
+    ex = {k: torch.as_tensor(v, device=dev) for k, v in exclusion_tensors(links, np.ones(len(links[0]), bool)).items()}
+    b = args.batch_size
+    if args.path == "host":
+        sampler, rng = Sampler(index, batch_size=b, seed=0), np.random.default_rng(0)
+        order = rng.permutation(len(index))
+
+        def draw(i):
+            batch = sampler.batch(order[(i * b) % (len(order) - b):][:b], rng)
+            return batch.anchor, batch.positive, batch.negatives
+
+        def to_device(arrays):
+            return [torch.from_numpy(a).to(dev) for a in arrays]
+    else:
+        from naics_pipeline.curricula.torch_sampler import TorchSampler
+
+        sampler = TorchSampler(index, dev)
+        order = torch.as_tensor(np.random.default_rng(0).permutation(len(index)), device=dev)
+        gen = torch.Generator(device=dev).manual_seed(0)
+
+        def draw(i):
+            out = sampler.batch(order[(i * b) % (len(order) - b):][:b], gen)
+            return out[0], out[1], out[2]
+
+        def to_device(tensors):
+            return tensors
+
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
+
+    def step(i, marks=None):
+        def mark(k):
+            if marks is not None:
+                marks[k].record()
+        mark(0)
+        drawn = draw(i)
+        mark(1)
+        a, p, n = to_device(drawn)
+        mark(2)
+        with autocast:
+            points, lb, _ = model(channels, present, levels)
+        mark(3)
+        loss = info_nce(points, a, p, n, cfg.curvature, cfg.temperature) + cfg.load_balancing_coef * lb
+        loss = loss + exclusion_hinge(points, ex["ex_code"], ex["ex_excluded"], ex["ex_ref"], ex["ex_mask"],
+                                      cfg.curvature, 0.1)
+        mark(4)
+        loss.backward()
+        mark(5)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        mark(6)
+
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    for i in range(10):  # warm-up: allocator, kernels
+        step(i)
+    sync()
+    per_phase = np.zeros(len(PHASES))
+    if dev.type == "cuda":
+        for i in range(args.steps):
+            marks = [torch.cuda.Event(enable_timing=True) for _ in range(7)]
+            step(i, marks)
+            sync()
+            per_phase += [marks[j].elapsed_time(marks[j + 1]) for j in range(6)]
+        per_phase /= args.steps
+    t = time.perf_counter()
+    for i in range(args.steps):
+        step(i)
+    sync()
+    step_ms = (time.perf_counter() - t) / args.steps * 1e3
+    print(f"| phase ({args.path} sampling, {dev.type}) | ms per step |")
+    print("|---|---:|")
+    for name, ms in zip(PHASES, per_phase):
+        print(f"| {name} | {ms:.2f} |")
+    print(f"| **sum of phases (synchronized)** | **{per_phase.sum():.2f}** |")
+    print(f"| **step, unsynchronized** | **{step_ms:.2f}** ({b / step_ms * 1e3:,.0f} pairs/s) |")
+
+
+if __name__ == "__main__":
+    main()
