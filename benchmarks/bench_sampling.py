@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 
 from naics_pipeline.curricula.config import MIX_MODES, load_curricula  # noqa: E402
 from naics_pipeline.curricula.sampling import Sampler, SamplingIndex, mix_report, simulate_epoch  # noqa: E402
-from naics_pipeline.settings import REPO_ROOT  # noqa: E402
+from naics_pipeline.settings import BY_ENV, REPO_ROOT  # noqa: E402
 
 SOURCE = Path(__file__).resolve().parents[2] / "shared" / "naics" / "2022"
 BATCH = 4096
@@ -40,8 +40,8 @@ def build_all(root: Path, names: list[str] | None) -> dict[str, tuple[Path, floa
     from naics_pipeline.layout import Layout
 
     layout = Layout(root)
-    if not layout.triplets.exists():
-        pipeline.build_data(layout, str(SOURCE))
+    if not layout.triplets.exists():   # exclusion links held out like the assets' default
+        pipeline.build_data(layout, str(SOURCE), exclusion_holdout=BY_ENV["NAICS_EXCLUSION_HOLDOUT"].default)
     desc = pq.read_table(layout.descriptions)
     out = {}
     for name, c in load_curricula(REPO_ROOT / "curricula").items():
