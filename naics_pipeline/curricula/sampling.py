@@ -6,11 +6,12 @@ Index layout (a folder of Parquet files + meta.json):
 - groups:  for hardness 2..7 the candidates of (a, p) depend only on (a, d(a, p)): the codes of a's
            sector at distance d(a, p) + diff. Pairs with the same anchor and positive distance share one
            group: CSR offsets into group_negatives, one range per hardness 2..7;
-- hardness 1 (another sector) is drawn from the codes sorted by sector, skipping a's own sector;
+- hardness 1 (another sector): at load, one list per sector of every other sector's codes;
 - skips:   per pair and bucket 1..7, the positions of the codes that a or p excludes (they are the
            pair's hardness 8). A draw indexes the bucket with those positions skipped, so every bucket's
            candidate set is exact and the buckets are disjoint: no redraw, no relabelling.
-Drawing K negatives for a pair is O(K): a few array lookups, vectorized over a batch.
+Every bucket of every pair is a range of one flat array once loaded. Drawing K negatives for a pair
+is O(K): a few array lookups, vectorized over a batch.
 
 Two readings of bucket_percentages (the curriculum's `mix`):
 - per_pair (the guide's): each pair splits K by largest remainder; a bucket short of candidates
