@@ -56,8 +56,9 @@ def test_mix_defaults_to_per_pair():
 
 def test_builtins_match_the_guide():
     cs = load_curricula(REPO_ROOT / "curricula")
-    assert list(cs) == ["01_stage_easy", "02_stage_medium", "03_stage_hard", "03_stage_hard_global"]
-    easy, medium, hard, hard_global = cs.values()
+    assert list(cs) == ["01_stage_easy", "02_stage_medium", "03_stage_hard", "03_stage_hard_global",
+                        "04_text_alignment"]
+    easy, medium, hard, hard_global = (cs[n] for n in list(cs)[:4])
     assert all(c.mix == "per_pair" for c in (easy, medium, hard)) and hard_global.mix == "global"
     # the global-mix variant is stage 3 with the guide's values, read over the epoch
     assert {**hard_global.to_dict(), "name": hard.name, "mix": "per_pair"} == hard.to_dict()
@@ -69,7 +70,8 @@ def test_builtins_match_the_guide():
     assert hard.bucket_percentages == {1: 0.4, 2: 0.2, 3: 0.1, 4: 0.1, 5: 0.1, 6: 0.05, 8: 0.05}
     plan = load_plan(REPO_ROOT / "curricula", cs)
     assert [(s.name, s.curriculum.name, s.epochs) for s in plan] == [
-        ("stage_1", "01_stage_easy", 3), ("stage_2", "02_stage_medium", 5), ("stage_3", "03_stage_hard", 10)]
+        ("stage_1", "01_stage_easy", 3), ("stage_2", "02_stage_medium", 5), ("stage_3", "03_stage_hard", 10),
+        ("stage_4", "04_text_alignment", 10)]
     assert plan_warnings(plan) == []
 
 

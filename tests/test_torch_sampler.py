@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from naics_pipeline.curricula.sampling import HARDNESS, Sampler
+from naics_pipeline.curricula.sampling import HARDNESS, MIX_TOLERANCE, Sampler
 from naics_pipeline.curricula.torch_sampler import TorchSampler
 from tests.test_sampling import curriculum, dense, expand, make_index  # noqa: F401 (fixture)
 
@@ -60,7 +60,7 @@ def test_realized_mix_matches_numpy_sampler(indexes, mix):
         assert np.array_equal(torch_counts, numpy_counts)
     else:
         for h, share in SHARES.items():
-            assert torch_mix[h] == pytest.approx(share, abs=0.02)
+            assert torch_mix[h] == pytest.approx(share, abs=MIX_TOLERANCE)
 
 
 @pytest.mark.parametrize("mix", ["per_pair", "global"])

@@ -6,11 +6,12 @@ Index layout (a folder of Parquet files + meta.json):
 - groups:  for hardness 2..7 the candidates of (a, p) depend only on (a, d(a, p)): the codes of a's
            sector at distance d(a, p) + diff. Pairs with the same anchor and positive distance share one
            group: CSR offsets into group_negatives, one range per hardness 2..7;
-- hardness 1 (another sector) is drawn from the codes sorted by sector, skipping a's own sector;
+- hardness 1 (another sector): at load, one list per sector of every other sector's codes;
 - skips:   per pair and bucket 1..7, the positions of the codes that a or p excludes (they are the
            pair's hardness 8). A draw indexes the bucket with those positions skipped, so every bucket's
            candidate set is exact and the buckets are disjoint: no redraw, no relabelling.
-Drawing K negatives for a pair is O(K): a few array lookups, vectorized over a batch.
+Every bucket of every pair is a range of one flat array once loaded. Drawing K negatives for a pair
+is O(K): a few array lookups, vectorized over a batch.
 
 Two readings of bucket_percentages (the curriculum's `mix`):
 - per_pair (the guide's): each pair splits K by largest remainder; a bucket short of candidates
@@ -389,33 +390,40 @@ class SamplingIndex:
         group_offsets = np.stack([g.column(f"o{j}").to_numpy() for j in range(2, 9)], axis=1)
         group_negatives = _col(folder / "group_negatives.parquet", "negative").astype(np.int64)
         self.pair_exclusions = _col(folder / "pair_exclusions.parquet", "negative").astype(np.int64)
-        # Buckets 2..8 read one flat array: group candidates, then the pairs' hardness-8 candidates.
-        self.flat = np.concatenate([group_negatives, self.pair_exclusions, [0]]).astype(np.uint16)
         sector = _col(folder / "codes.parquet", "sector").astype(np.int64)
         self.n_codes = len(sector)
         self.span = self.n_codes + 1
-        self.by_sector = np.argsort(sector, kind="stable").astype(np.uint16)
+        # Bucket 1 of an anchor is the codes of every other sector in by-sector order: one list per sector.
+        by_sector = np.argsort(sector, kind="stable")
         counts = np.bincount(sector)
-        self.sector_start = np.concatenate([[0], np.cumsum(counts)[:-1]])[sector[self.anchor]]
-        self.sector_size = counts[sector[self.anchor]]
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        other_lists = [np.concatenate([by_sector[:s], by_sector[s + c:]]) for s, c in zip(starts, counts)]
+        other_start = np.concatenate([[0], np.cumsum([len(o) for o in other_lists])[:-1]])
+        # Every bucket reads one flat array: group candidates (2..7), the pairs' hardness-8 candidates,
+        # then the other-sector lists (1).
+        self.flat = np.concatenate([group_negatives, self.pair_exclusions, *other_lists, [0]]).astype(np.uint16)
         self.skip_keys = _col(folder / "pair_skips.parquet", "key").astype(np.int64)
         n = len(self.anchor)
         segment_counts = np.bincount(self.skip_keys // self.span, minlength=n * 8).reshape(n, 8)
-        # Per pair, column h: bucket h's candidate count, its start in `flat` (h >= 2), its skipped
-        # positions and where they start in skip_keys (h <= 7).
-        self.skip_count = np.zeros((n, 9), np.int32)
+        # What a slot reads, one row per pair, four values per bucket h (column 0 unused): the bucket's
+        # candidate count, its start in `flat`, where its skipped positions start in skip_keys and
+        # how many there are (h <= 7). `avail`, `base`, `skip_start`, `skip_count` are views of it.
+        self.slot_table = np.zeros((n, 9, 4), np.int32)
+        self.avail, self.base, self.skip_start, self.skip_count = (self.slot_table[:, :, i] for i in range(4))
         self.skip_count[:, 1:] = segment_counts
-        self.skip_start = np.zeros((n, 9), np.int64)
         self.skip_start[:, 1:] = (np.cumsum(segment_counts.ravel()) - segment_counts.ravel()).reshape(n, 8)
-        raw = np.zeros((n, 9), np.int64)
-        raw[:, 1] = self.n_codes - self.sector_size
         off = group_offsets[self.group]
-        raw[:, 2:8] = off[:, 1:] - off[:, :-1]
-        raw[:, 8] = x8_count
-        self.avail = (raw - self.skip_count).astype(np.int32)
-        self.base = np.zeros((n, 9), np.int64)
+        self.avail[:, 1] = self.n_codes - counts[sector[self.anchor]]
+        self.avail[:, 2:8] = off[:, 1:] - off[:, :-1]
+        self.avail[:, 8] = x8_count
+        self.avail -= self.skip_count
+        self.base[:, 1] = len(group_negatives) + len(self.pair_exclusions) + other_start[sector[self.anchor]]
         self.base[:, 2:8] = off[:, :6]
         self.base[:, 8] = len(group_negatives) + x8_start
+        self.slot_table = self.slot_table.reshape(n, 36)
+        longest = int(segment_counts.max()) if segment_counts.size else 0
+        self.search_steps = int(np.ceil(np.log2(longest + 1)))
+        self.skip_keys_padded = np.append(self.skip_keys, np.iinfo(np.int64).max)   # mid may equal len(keys)
         ex = pq.read_table(folder / "exclusions.parquet")
         self.exclusions = {k: ex.column(k).to_numpy().astype(np.int64) for k in ("code", "excluded")}
         self._plans: dict[str, tuple] = {}
@@ -464,12 +472,20 @@ class SamplingIndex:
         found = np.searchsorted(self.skip_keys, seg * self.span + pos, side="right")
         return pos + np.where(h <= 7, found - self.skip_start[pids, h], 0)
 
+    def count_up_to(self, key: np.ndarray, first: np.ndarray, count: np.ndarray) -> np.ndarray:
+        """How many of skip_keys[first:first + count] are <= key, per element: a binary search bounded
+        to each segment (at most 17 long on the 2022 data, so 5 steps of gathers into a few MB, where a
+        searchsorted over all keys walks 19 levels)."""
+        lo, hi = first.astype(np.int64), first + count.astype(np.int64)
+        for _ in range(self.search_steps):
+            mid = (lo + hi) >> 1
+            right = (mid < hi) & (self.skip_keys_padded[mid] <= key)
+            lo, hi = np.where(right, mid + 1, lo), np.where(right, hi, mid)
+        return lo - first
+
     def resolve(self, pids: np.ndarray, h: np.ndarray, raw: np.ndarray) -> np.ndarray:
-        """Code at raw position `raw` of bucket h of each pair (flat arrays, branch-free)."""
-        start, size = self.sector_start[pids], self.sector_size[pids]
-        other_sector = self.by_sector[np.minimum(raw + size * (raw >= start), self.n_codes - 1)]
-        listed = self.flat[np.minimum(self.base[pids, h] + raw, len(self.flat) - 1)]
-        return np.where(h == 1, other_sector, listed).astype(np.int64)
+        """Code at raw position `raw` of bucket h of each pair."""
+        return self.flat[self.base[pids, h] + raw].astype(np.int64)
 
     def candidates(self, pid: int, h: int) -> np.ndarray:
         """Every candidate of bucket h for one pair, in draw order (the sampler's own mapping)."""
@@ -492,6 +508,8 @@ class Sampler:
         # Everything that depends on the pair alone is computed once per index, not per batch.
         weights, self.takes, self._bounds = index.plan(self.mode)
         self._cum_weights = epoch_weights_fixed(weights[self.pair_ids]) if self.mode == "global" else None
+        # Whole takes (per_pair mode): the row offset cannot change them, skip drawing it.
+        self._cuts = self._bounds // UNIT if not (self._bounds % UNIT).any() else None
 
     def __len__(self) -> int:
         return -(-len(self.pair_ids) // self.batch_size)
@@ -514,26 +532,31 @@ class Sampler:
     def batch(self, pids: np.ndarray, rng: np.random.Generator) -> Batch:
         ix = self.index
         b, k = len(pids), ix.k
-        # Takes per bucket: the pair's fixed-point bounds rounded by one offset per row.
-        offset = rng.integers(0, UNIT, size=(b, 1))
-        cuts = -((offset - self._bounds[pids]) // UNIT)                  # (B, 9) ceil((bound - u) / UNIT)
+        # Takes per bucket: the pair's fixed-point bounds rounded by one offset per row, as (B, 9) cuts
+        # ceil((bound - u) / UNIT). (np.take: numpy's row gathers through [] are many times slower.)
+        if self._cuts is not None:
+            cuts = np.take(self._cuts, pids, axis=0)
+        else:
+            cuts = -((rng.integers(0, UNIT, size=(b, 1)) - np.take(self._bounds, pids, axis=0)) // UNIT)
         counts = np.diff(cuts, axis=1).ravel()                           # (B*8,) h = 8..1 per row
         # Flat slots, row-major, hardest bucket first: every row's takes sum to K.
         cell = np.repeat(np.arange(b * 8), counts)                       # (B*K,) which (row, bucket)
         row, h = cell >> 3, 8 - (cell & 7)
         j = np.arange(b * k) - row * k - np.repeat(cuts[:, :8].ravel(), counts)
         t = counts[cell]
-        rc = row * 9 + h
-        n = ix.avail[pids].ravel()[rc].astype(np.int64)
+        # What each slot reads (candidates, start in flat, skip keys): B rows, then local picks.
+        slot = np.take(np.take(ix.slot_table, pids, axis=0).reshape(b * 9, 4), row * 9 + h, axis=0)
+        n, base, first, skips = slot[:, 0], slot[:, 1], slot[:, 2], slot[:, 3]
         # Stratified draw: one position from each of t equal slices of the n candidates, so the
         # t draws are distinct and O(t) whatever n is.
         lo, hi = j * n // t, (j + 1) * n // t
         pos = lo + np.minimum((rng.random(b * k) * (hi - lo)).astype(np.int64), np.maximum(hi - lo - 1, 0))
-        p = pids[row]
-        skipped = np.nonzero(ix.skip_count[pids].ravel()[rc] > 0)[0]
-        if len(skipped):
-            pos[skipped] = ix.positions(p[skipped], h[skipped], pos[skipped])
-        neg = ix.resolve(p, h, pos)
+        skipped = np.flatnonzero(skips)
+        if len(skipped):   # positions past the pair's excluded codes (the slots' buckets are 1..7)
+            at = pos[skipped]
+            key = (pids[row[skipped]] * 8 + h[skipped] - 1) * ix.span + at
+            pos[skipped] = at + ix.count_up_to(key, first[skipped], skips[skipped])
+        neg = ix.flat[base + pos].astype(np.int64)
         return Batch(ix.anchor[pids], ix.positive[pids], neg.reshape(b, k), h.astype(np.int8).reshape(b, k))
 
 

@@ -71,17 +71,17 @@ class TorchSampler:
 
         self.anchor, self.positive = put(index.anchor), put(index.positive)
         self.bounds = put(bounds)
-        self.avail, self.base = put(index.avail), put(index.base)
-        self.skip_start = put(index.skip_start)
-        self.sector_start, self.sector_size = put(index.sector_start), put(index.sector_size)
+        # Whole takes (per_pair mode): the row offset cannot change them, skip drawing it.
+        self.cuts = put(bounds // UNIT) if not (bounds % UNIT).any() else None
+        # Per pair and bucket: candidates, start in `flat`, start of its skip keys (int32 rows of 4).
+        self.slot_table = put(index.slot_table.reshape(len(index), 9, 4)[:, :, :3], torch.int32)
         self.skip_keys = put(np.append(index.skip_keys, SENTINEL))
         self.flat = put(index.flat, torch.int32)
-        self.by_sector = put(index.by_sector)
         self.pair_ids = put(ids)
         self.cum_weights = put(epoch_weights_fixed(weights[ids])) if self.mode == "global" else None
         self.ticks = torch.arange(len(ids), device=self.device, dtype=torch.int64) * PAIR_UNIT
         self.slots = torch.arange(self.k, device=self.device, dtype=torch.int64)
-        self.span, self.n_codes, self.n_flat = index.span, index.n_codes, len(index.flat)
+        self.span, self.n_flat = index.span, len(index.flat)
 
     def __len__(self) -> int:
         return len(self.pair_ids)
@@ -108,30 +108,30 @@ class TorchSampler:
     def batch(self, pids: torch.Tensor, generator: torch.Generator) -> TorchBatch:
         g, k, dev = generator, self.k, self.device
         b = pids.shape[0]
-        # Takes per bucket: the pair's fixed-point bounds rounded by one offset per row.
-        offset = torch.randint(0, UNIT, (b, 1), generator=g, device=dev)
-        cuts = -torch.div(offset - self.bounds[pids], UNIT, rounding_mode="floor")    # (B, 9), h = 8..1
+        # Takes per bucket: the pair's fixed-point bounds rounded by one offset per row, as (B, 9) cuts
+        # ceil((bound - u) / UNIT), h = 8..1.
+        if self.cuts is not None:
+            cuts = self.cuts[pids]
+        else:
+            offset = torch.randint(0, UNIT, (b, 1), generator=g, device=dev)
+            cuts = -torch.div(offset - self.bounds[pids], UNIT, rounding_mode="floor")
         # Slot s of a row belongs to bucket column c (0: h = 8 ... 7: h = 1) when cuts[c] <= s < cuts[c+1].
         col = (cuts[:, 1:].unsqueeze(1) <= self.slots.view(1, k, 1)).sum(-1)          # (B, K)
         h = 8 - col
         start = cuts.gather(1, col)
         t = cuts.gather(1, col + 1) - start
         j = self.slots.unsqueeze(0) - start
-        n = self.avail[pids].gather(1, h)
+        slot = self.slot_table[pids].long()                                                 # (B, 9, 3)
+        n, base, first = (slot[:, :, i].gather(1, h) for i in range(3))
         # Stratified: one position from each of t equal slices of the n candidates (distinct draws).
         lo = torch.div(j * n, t, rounding_mode="floor")
         width = torch.div((j + 1) * n, t, rounding_mode="floor") - lo
         r = torch.rand((b, k), generator=g, device=dev)
         pos = lo + torch.minimum((r * width).long(), (width - 1).clamp(min=0))
-        # Skip the codes that the anchor or positive excludes (buckets 1..7).
+        # Skip the codes that the anchor or positive excludes (buckets 1..7; bucket 8 has no keys).
         seg = pids.unsqueeze(1) * 8 + h - 1
-        found = torch.searchsorted(self.skip_keys, seg * self.span + pos, right=True)
-        pos = pos + torch.where(h <= 7, found - self.skip_start[pids].gather(1, h), 0)
-        # Resolve: bucket 1 reads the by-sector order around the anchor's sector, 2..8 the flat lists.
-        sstart, ssize = self.sector_start[pids].unsqueeze(1), self.sector_size[pids].unsqueeze(1)
-        other = self.by_sector[(pos + ssize * (pos >= sstart)).clamp(max=self.n_codes - 1)]
-        listed = self.flat[(self.base[pids].gather(1, h) + pos).clamp(max=self.n_flat - 1)].long()
-        negatives = torch.where(h == 1, other, listed)
+        pos = pos + torch.searchsorted(self.skip_keys, seg * self.span + pos, right=True) - first
+        negatives = self.flat[(base + pos).clamp(max=self.n_flat - 1)].long()
         return TorchBatch((self.anchor[pids], self.positive[pids], negatives, h.to(torch.int8)))
 
     def epoch(self, epoch: int, batch_size: int, rank: int = 0, world: int = 1,
