@@ -130,7 +130,8 @@ def main() -> None:
             rows += cross_validate(stage, layout, out, emb, desc, mcfg, cfg, prev, text, Path(args.text_folds))
             continue
         r = train_stage(stage.name, layout.sampling_index(stage.curriculum.name), emb, desc,
-                        out.stage_dir(stage.name), mcfg, cfg, init_from=prev, text=text, holdout_texts=holdout)
+                        out.stage_dir(stage.name), mcfg, cfg, init_from=prev, text=text, holdout_texts=holdout,
+                        text_cache=layout.text_cache)
         prev = r.model_path
         if r.metrics:
             rows.append({"stage": stage.name, "curriculum": stage.curriculum.name, "epochs": cfg.epochs,

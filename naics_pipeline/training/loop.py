@@ -21,7 +21,7 @@ import torch
 
 from naics_pipeline.curricula.sampling import SamplingIndex
 from naics_pipeline.storage import atomic_path
-from naics_pipeline.text.encoder import TextEmbeddings, make_encoder
+from naics_pipeline.text.encoder import TextEmbeddings, encode_texts, make_encoder
 from naics_pipeline.training.datamodule import PairDataModule
 from naics_pipeline.training.evaluation import evaluate_embeddings, exclusion_references, retrieval_accuracy
 from naics_pipeline.training.model import ModelConfig, NaicsEmbedder
@@ -173,8 +173,8 @@ def _evaluate(model: NaicsEmbedder, embeddings: TextEmbeddings, descriptions: pa
 
 
 def _text_module(common: tuple, common_kw: dict, text: TextConfig, index: SamplingIndex, descriptions: pa.Table,
-                 encoder_name: str, on_gpu: bool, log, examples: TextExamples | None = None
-                 ) -> tuple[TextAlignmentModule, int]:
+                 encoder_name: str, on_gpu: bool, log, examples: TextExamples | None = None,
+                 text_cache: Path | None = None) -> tuple[TextAlignmentModule, int]:
     """The text-alignment module over the kept index entries and 6-digit titles (never the held-out),
     or over `examples` (a cross-validation fold)."""
     if text.encoder == "auto":
@@ -190,7 +190,9 @@ def _text_module(common: tuple, common_kw: dict, text: TextConfig, index: Sampli
         tokens = {k: v.numpy() for k, v in st.tokenize(examples.texts).items() if k in ("input_ids", "attention_mask")}
         side = TextSide(encoder=st, tokens=tokens)
     else:
-        side = TextSide(features=make_encoder(encoder_name).encode(examples.texts))
+        features, stats = encode_texts(make_encoder(encoder_name), examples.texts, text_cache)
+        log(f"text features: {stats['encoded']:,} texts encoded, {stats['reused']:,} reused from the cache")
+        side = TextSide(features=features)
     log(f"text alignment: {len(examples.texts):,} texts of {len(leaves):,} codes, {trained_weights(text)}")
     module = TextAlignmentModule(*common, **common_kw, text_cfg=asdict(text), text_side=side, leaves=leaves,
                                  text_leaf=np.array([leaf_of_row[int(r)] for r in examples.code_index]),
@@ -229,7 +231,7 @@ def train_stage(stage: str, index_dir: Path, embeddings: TextEmbeddings, descrip
                 model_cfg: ModelConfig, train_cfg: TrainConfig, init_from: Path | None = None,
                 log=print, callbacks: list | None = None, text: TextConfig | None = None,
                 holdout_texts: list[str] | None = None, text_examples: TextExamples | None = None,
-                holdout_codes: list[str] | None = None) -> StageResult:
+                holdout_codes: list[str] | None = None, text_cache: Path | None = None) -> StageResult:
     """Train one stage; with `text`, a text-alignment stage (see training.text_alignment), scored on
     `holdout_texts` (the held-out index entries; with `holdout_codes`, any texts and their codes)."""
     t0 = time.perf_counter()
@@ -255,7 +257,7 @@ def train_stage(stage: str, index_dir: Path, embeddings: TextEmbeddings, descrip
     text_count = 0
     if text is not None:
         module, text_count = _text_module(common, common_kw, text, index, descriptions, embeddings.encoder,
-                                          on_gpu, log, text_examples)
+                                          on_gpu, log, text_examples, text_cache)
     else:
         module = NaicsContrastive(*common, **common_kw)
     if init_from is not None and not resume:

@@ -60,7 +60,8 @@ def stage_asset(stage: Stage, previous: Stage | None) -> dg.AssetsDefinition:
         result = train_stage(stage.name, layout.sampling_index(stage.curriculum.name),
                              TextEmbeddings.load(layout.text_embeddings), pq.read_table(layout.descriptions),
                              layout.stage_dir(stage.name), model_config(training), _train_config(training, stage),
-                             init_from=init, log=context.log.info, text=text, holdout_texts=holdout_texts)
+                             init_from=init, log=context.log.info, text=text, holdout_texts=holdout_texts,
+                             text_cache=layout.text_cache)
         m = result.metrics
         if m.get("moe_collapse"):
             context.log.warning(f"MoE mode collapse: load_balancing_loss {m['load_balancing_loss']:.3f} > "
