@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 
 from naics_pipeline.data.distances import TreeArrays, distance_matrix, tree_arrays
 from naics_pipeline.data.graph import ROOT, build_graph, graph_from_tables, tree_problems
-from naics_pipeline.data.triplets import HARDNESS_1_DIR, count_by_hardness, triplets_sql
-from naics_pipeline.storage import connect, parquet_glob
+from naics_pipeline.data.triplets import HARDNESS_1_DIR, triplets_sql
+from naics_pipeline.storage import connect
 
 # The official shape of each known vintage: codes per level (2 = sector).
 OFFICIAL_LEVELS = {

