@@ -15,10 +15,23 @@ endif
 
 setup: $(VENV)/.installed
 
+# uv installs the same pins in about half pip's time (most of it compiling bytecode, kept: every process
+# imports torch and dagster). pip chooses the torch wheel (its find-links hold the pinned CPU build, where
+# uv does not look) and uv installs that file with the rest. Without uv, or with INSTALLER=pip, pip alone.
+INSTALLER ?= uv
+TORCH_WHEEL_DIR := $(VENV)/torch-wheel
+
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	if [ "$(INSTALLER)" = uv ] && $(BIN)/pip install -q uv \
+	    && $(BIN)/pip download -q --no-deps -c constraints.txt torch -d $(TORCH_WHEEL_DIR) \
+	    && $(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode -c constraints.txt \
+	         $(TORCH_WHEEL_DIR)/torch-*.whl -e '.[dev]'; then :; \
+	else \
+	    echo "installing with pip"; \
+	    $(BIN)/pip install -q --upgrade pip && $(BIN)/pip install -q -c constraints.txt -e '.[dev]'; \
+	fi
+	rm -rf $(TORCH_WHEEL_DIR)
 	touch $@
 
 $(DAGSTER_HOME):

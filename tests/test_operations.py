@@ -134,31 +134,55 @@ def test_unreachable_source_is_a_logged_skip(tmp_path, caplog):
     assert "does not exist" in result.skip_message
 
 
+# Runs the triplet build, stalled right after its first hardness partitions are on disk (in the temporary
+# folder) until the test kills it: the kill lands mid-write every time, whatever the machine's speed.
+STALLED_TRIPLET_BUILD = """
+import sys, time
+from pathlib import Path
+import naics_pipeline.data.triplets as T
+from naics_pipeline.data import pipeline
+from naics_pipeline.layout import Layout
+copy = T._copy
+def stalled_copy(con, query, target, partition=False):
+    rows = copy(con, query, target, partition)
+    if partition:
+        Path(sys.argv[2]).touch()
+        time.sleep(600)
+    return rows
+T._copy = stalled_copy
+pipeline.step_triplets(Layout(Path(sys.argv[1])))
+"""
+
+
 def test_sigkill_mid_write_leaves_no_table_and_rerun_succeeds(tmp_path):
-    """Kill the triplet build (2,125 packaged codes, ~30 s) a few seconds in; nothing half-written
-    is visible, and the rerun cleans the temporary and writes a table that passes its check."""
+    """SIGKILL the triplet build mid-write (generated tree); nothing half-written is visible, and the
+    rerun cleans the temporary and writes a table that passes its check."""
+    import pyarrow.parquet as pq
+
     from naics_pipeline.data import pipeline, quality
     from naics_pipeline.layout import Layout
     from naics_pipeline.storage import clean_stale_temporaries
 
     layout = Layout(tmp_path / "store")
-    pipeline.step_source(layout, "packaged")
+    pipeline.step_source(layout, str(write_census_folder(tmp_path / "census")))
     for step in (pipeline.step_descriptions(layout), pipeline.step_graph(layout), pipeline.step_distances(layout)):
         assert step.rows
-    code = ("import sys; from pathlib import Path; from naics_pipeline.data import pipeline; "
-            "from naics_pipeline.layout import Layout; pipeline.step_triplets(Layout(Path(sys.argv[1])))")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(layout.root)], cwd=REPO_ROOT)
-    deadline = time.time() + 60
-    while time.time() < deadline and not list(layout.root.glob(".tmp-naics_triplets*/_hardness_1/negatives.parquet")):
-        time.sleep(0.2)
-    time.sleep(1.0)
+    stalled = tmp_path / "stalled"
+    proc = subprocess.Popen([sys.executable, "-c", STALLED_TRIPLET_BUILD, str(layout.root), str(stalled)],
+                            cwd=REPO_ROOT)
+    deadline = time.time() + 120
+    while time.time() < deadline and not stalled.exists() and proc.poll() is None:
+        time.sleep(0.05)
+    assert stalled.exists(), "the build never reached its first partition write"
+    half_written = list(layout.root.glob(".tmp-naics_triplets*/hardness=*/*.parquet"))
+    assert half_written and list(layout.root.glob(".tmp-naics_triplets*/_hardness_1/pairs.parquet"))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not layout.triplets.exists()                      # never a half-written table in place
     assert list(layout.root.glob(".tmp-naics_triplets*"))    # the killed run's temporary is left behind
     assert clean_stale_temporaries(layout.root) >= 1         # ...and removed by the next run
+    assert not list(layout.root.glob(".tmp-naics_triplets*"))
     pipeline.step_triplets(layout)
-    import pyarrow.parquet as pq
     assert quality.triplets_consistent(layout.triplets, pq.read_table(layout.descriptions)).passed
 
 

