@@ -1,13 +1,10 @@
 """Change detection, faults and the UI, as a person operating the pipeline would meet them."""
-import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -23,6 +20,7 @@ from naics_pipeline.defs.sensors import naics_source_sensor
 from naics_pipeline.settings import REPO_ROOT
 from tests.census_fixtures import CODES, write_census_folder
 from tests.conftest import data_definitions
+from tests.dagster_server import graphql, webserver
 
 DATA_ASSETS, DATA_CHECKS = data_definitions()
 
@@ -202,43 +200,16 @@ def test_changed_curriculum_changes_only_its_own_code_version(tmp_path, monkeypa
     assert [k for k in before if before[k] != after[k]] == ["sampling_index_02_stage_medium"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _graphql(port: int, query: str) -> dict:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
-                                 headers={"Content-Type": "application/json"})
-    return json.loads(urllib.request.urlopen(req, timeout=60).read())["data"]
-
-
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium; .ci/run does)")
 def test_ui_lists_every_asset_and_check_and_renders(tmp_path):
-
-    port = _free_port()
-    env = dict(os.environ, DAGSTER_HOME=str(tmp_path / "home"), NAICS_STORAGE_ROOT=str(tmp_path / "store"))
     (tmp_path / "home").mkdir()
-    dagster = Path(sys.executable).with_name("dagster")
-    server = subprocess.Popen([str(dagster), "dev", "-m", "naics_pipeline", "-h", "127.0.0.1", "-p", str(port)],
-                              cwd=REPO_ROOT, env=env, stdout=open(tmp_path / "dev.log", "w"),
-                              stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
-                break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    pytest.fail("dagster dev did not start:\n" + (tmp_path / "dev.log").read_text()[-3000:])
-                time.sleep(1)
-        data = _graphql(port, "{ assetNodes { assetKey { path } groupName "
-                              "assetChecksOrError { ... on AssetChecks { checks { name } } } } }")
+    env = {"DAGSTER_HOME": str(tmp_path / "home"), "NAICS_STORAGE_ROOT": str(tmp_path / "store")}
+    with webserver(env, tmp_path / "dev.log", command="dagster") as port:
+        data = graphql(port, "{ assetNodes { assetKey { path } groupName "
+                             "assetChecksOrError { ... on AssetChecks { checks { name } } } } }")
         listed = {"/".join(n["assetKey"]["path"]) for n in data["assetNodes"]}
         graph = build_defs().resolve_asset_graph()
         assert listed == {k.to_user_string() for k in graph.get_all_asset_keys()}
@@ -253,10 +224,7 @@ def test_ui_lists_every_asset_and_check_and_renders(tmp_path):
                         "--virtual-time-budget=15000", f"--screenshot={shot}",
                         f"http://127.0.0.1:{port}/asset-groups"], check=True, timeout=120,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        assert shot.is_file() and shot.stat().st_size > 20_000
-        out = os.environ.get("NAICS_UI_SCREENSHOT")
-        if out:
-            shutil.copy(shot, out)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    assert shot.is_file() and shot.stat().st_size > 20_000
+    out = os.environ.get("NAICS_UI_SCREENSHOT")
+    if out:
+        shutil.copy(shot, out)
