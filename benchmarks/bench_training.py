@@ -71,6 +71,7 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--no-radius-by-level", action="store_true")
     ap.add_argument("--exclusion-weight", type=float, default=1.0)
     ap.add_argument("--exclusion-margin", type=float, default=0.1)
+    ap.add_argument("--eager", action="store_true", help="no CUDA graphs (NAICS_CUDA_GRAPHS=0)")
     ap.add_argument("--text-encoder", default=None, help="text stages: frozen, finetune or auto")
     ap.add_argument("--stages", default=None, help="comma-separated stage names to train (default: all)")
     ap.add_argument("--curriculum", default=None, help="train the (first) selected stage on this curriculum")
@@ -120,7 +121,8 @@ def main() -> None:
         cfg = TrainConfig(epochs=max(1, round(stage.epochs * args.epochs_scale)), accelerator=args.accelerator,
                           devices=devices, strategy=args.strategy, batch_size=args.batch_size,
                           learning_rate=args.lr, progress_bar=False, gpu_epoch_multiplier=1,
-                          exclusion_weight=args.exclusion_weight, exclusion_margin=args.exclusion_margin)
+                          exclusion_weight=args.exclusion_weight, exclusion_margin=args.exclusion_margin,
+                          cuda_graphs=not args.eager)
         mcfg = ModelConfig(temperature=args.temperature, embedding_dim=args.embedding_dim,
                            radius_by_level=not args.no_radius_by_level)
         text = None

@@ -54,6 +54,10 @@ def main() -> None:
     ap.add_argument("--path", choices=["host", "device"], default="device")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=4096)
+    ap.add_argument("--graph", action="store_true",
+                    help="forward + loss + backward replayed as CUDA graphs (torch.cuda.make_graphed_callables)")
+    ap.add_argument("--ops", type=int, default=0,
+                    help="also print the N ops that take most device time (torch.profiler)")
     args = ap.parse_args()
     (Sampler, SamplingIndex, TextEmbeddings, exclusion_references, ModelConfig, NaicsEmbedder, exclusion_hinge,
      info_nce, exclusion_tensors) = _imports()
@@ -98,6 +102,27 @@ def main() -> None:
 
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
 
+    def eager_loss(a, p, n, mark=lambda k: None):
+        with autocast:
+            points, lb, _ = model(channels, present, levels)
+        mark(3)
+        loss = info_nce(points, a, p, n, cfg.curvature, cfg.temperature) + cfg.load_balancing_coef * lb
+        return loss + exclusion_hinge(points, ex["ex_code"], ex["ex_excluded"], ex["ex_ref"], ex["ex_mask"],
+                                      cfg.curvature, 0.1)
+
+    if args.graph:
+        # Capture needs autocast's weight cache off; the graphed module must own the parameters.
+        autocast = torch.autocast(dev.type, dtype=torch.bfloat16, cache_enabled=False)
+
+        class StepLoss(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.model = model
+
+            def forward(self, a, p, n):
+                return eager_loss(a, p, n)
+        compute_loss = torch.cuda.make_graphed_callables(StepLoss(), tuple(to_device(draw(0))))
+
     def step(i, marks=None):
         def mark(k):
             if marks is not None:
@@ -107,12 +132,11 @@ def main() -> None:
         mark(1)
         a, p, n = to_device(drawn)
         mark(2)
-        with autocast:
-            points, lb, _ = model(channels, present, levels)
-        mark(3)
-        loss = info_nce(points, a, p, n, cfg.curvature, cfg.temperature) + cfg.load_balancing_coef * lb
-        loss = loss + exclusion_hinge(points, ex["ex_code"], ex["ex_excluded"], ex["ex_ref"], ex["ex_mask"],
-                                      cfg.curvature, 0.1)
+        if args.graph:
+            mark(3)   # one graph: forward and loss are timed together, as "loss"
+            loss = compute_loss(a, p, n)
+        else:
+            loss = eager_loss(a, p, n, mark)
         mark(4)
         loss.backward()
         mark(5)
@@ -137,7 +161,16 @@ def main() -> None:
         step(i)
     sync()
     step_ms = (time.perf_counter() - t) / args.steps * 1e3
-    print(f"| phase ({args.path} sampling, {dev.type}) | ms per step |")
+    if args.ops:
+        from torch.profiler import ProfilerActivity, profile
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+        with profile(activities=activities) as prof:
+            for i in range(20):
+                step(i)
+            sync()
+        key = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=args.ops, max_name_column_width=60))
+    print(f"| phase ({args.path} sampling, {dev.type}{', CUDA graphs' if args.graph else ''}) | ms per step |")
     print("|---|---:|")
     for name, ms in zip(PHASES, per_phase):
         print(f"| {name} | {ms:.2f} |")

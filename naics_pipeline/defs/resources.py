@@ -85,6 +85,7 @@ class TrainingResource(dg.ConfigurableResource):
     load_balancing_coef: float = _field("NAICS_LOAD_BALANCING_COEF")
     exclusion_weight: float = _field("NAICS_EXCLUSION_WEIGHT")
     exclusion_margin: float = _field("NAICS_EXCLUSION_MARGIN")
+    cuda_graphs: bool = _field("NAICS_CUDA_GRAPHS")
     text_encoder: Optional[str] = _field("NAICS_TEXT_ENCODER")
     curvature: float = 1.0
     temperature: float = 0.1

@@ -59,6 +59,7 @@ class TrainConfig:
     # A checkpoint for resuming at most this often (seconds; 0: every epoch). Only last.ckpt is kept,
     # and it is removed once the stage is complete: a finished stage is retrained, never resumed.
     checkpoint_every_seconds: float | None = None   # None: 60 on GPU, every epoch on CPU
+    cuda_graphs: bool = True               # hierarchy steps on a GPU replayed as CUDA graphs (training.cuda_graphs)
     progress_bar: bool = True
 
     def resolved(self, on_gpu: bool) -> TrainConfig:
@@ -259,7 +260,7 @@ def train_stage(stage: str, index_dir: Path, embeddings: TextEmbeddings, descrip
         module, text_count = _text_module(common, common_kw, text, index, descriptions, embeddings.encoder,
                                           on_gpu, log, text_examples, text_cache)
     else:
-        module = NaicsContrastive(*common, **common_kw)
+        module = NaicsContrastive(*common, **common_kw, cuda_graphs=cfg.cuda_graphs)
     if init_from is not None and not resume:
         module.model.load_state_dict(load_model(init_from)[0].state_dict())
         log(f"{stage}: starting from {init_from}")
@@ -276,6 +277,8 @@ def train_stage(stage: str, index_dir: Path, embeddings: TextEmbeddings, descrip
         entries = None if holdout_codes else holdout_texts
         metrics = _evaluate(model, embeddings, descriptions, levels, model_cfg.curvature, entries)
         metrics["trained_weights"] = trained_weights(getattr(module, "text_cfg", None))
+        if getattr(module, "graphed_loss", None) is not None:   # None under ddp_spawn's parent, or eager
+            metrics["cuda_graph_shapes"] = [list(map(list, key)) for key in module.graphed_loss.captured()]
         extra, points = {}, embed_all(model, embeddings, levels)[0]
         arrays = {"points": points}   # the codes' coordinates (and the held-out entries'), for later scoring
         if text is not None:

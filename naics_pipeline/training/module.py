@@ -10,6 +10,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from naics_pipeline.training.cuda_graphs import GraphedTrainLoss
 from naics_pipeline.training.model import ModelConfig, NaicsEmbedder, exclusion_hinge, info_nce
 
 
@@ -30,7 +31,7 @@ class NaicsContrastive(L.LightningModule):
     def __init__(self, model_cfg: dict, learning_rate: float, weight_decay: float, warmup_fraction: float,
                  channels: np.ndarray, present: np.ndarray, levels: np.ndarray,
                  exclusions: dict[str, np.ndarray] | None = None, exclusion_weight: float = 0.0,
-                 exclusion_margin: float = 0.1):
+                 exclusion_margin: float = 0.1, cuda_graphs: bool = False):
         super().__init__()
         self.save_hyperparameters(ignore=["channels", "present", "levels", "exclusions", "text_side", "leaves",
                                           "text_leaf", "leaf_hardness"])
@@ -44,27 +45,47 @@ class NaicsContrastive(L.LightningModule):
             self.register_buffer(name, torch.as_tensor(value), persistent=False)
         self.history: list[dict] = []
         self._epoch_sums: dict[str, list[torch.Tensor]] = {}
+        self.graphed_loss: GraphedTrainLoss | None = None
+
+    def on_fit_start(self):
+        if self.hparams.cuda_graphs and self.device.type == "cuda":
+            self.graphed_loss = GraphedTrainLoss(self)
 
     def all_points(self):
         return self.model(self.channels, self.present, self.levels)
 
     def _step(self, batch, stage: str):
+        graphed = self.graphed_loss(batch) if stage == "train" and self.graphed_loss is not None else None
+        if graphed is not None:
+            loss, parts = graphed
+            self.accumulate_parts(stage, parts)
+            return loss
         # 2,125 codes: embedding every code once per step is cheaper than gathering features.
         points, lb, _ = self.all_points()
         return self.hierarchy_loss(points, lb, batch, stage)
 
-    def hierarchy_loss(self, points: torch.Tensor, lb: torch.Tensor, batch: dict, stage: str) -> torch.Tensor:
+    def hierarchy_losses(self, points: torch.Tensor, lb: torch.Tensor, batch: dict,
+                         train: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss to minimise and its logged parts (InfoNCE, load balancing, the hinge in training)."""
         nce = info_nce(points, batch["anchor"], batch["positive"], batch["negatives"],
                        self.cfg.curvature, self.cfg.temperature)
         loss = nce + self.cfg.load_balancing_coef * lb
-        if stage == "train" and self.use_exclusions:
+        parts = {"loss": nce, "load_balancing_loss": lb}
+        if train and self.use_exclusions:
             ex = exclusion_hinge(points, self.ex_code, self.ex_excluded, self.ex_ref, self.ex_mask,
                                  self.cfg.curvature, self.hparams.exclusion_margin)
             loss = loss + self.hparams.exclusion_weight * ex
-            self.accumulate("train_exclusion_loss", ex)
-        self.accumulate(f"{stage}_loss", nce)
-        self.accumulate(f"{stage}_load_balancing_loss", lb)
+            parts["exclusion_loss"] = ex
+        return loss, parts
+
+    def hierarchy_loss(self, points: torch.Tensor, lb: torch.Tensor, batch: dict, stage: str) -> torch.Tensor:
+        loss, parts = self.hierarchy_losses(points, lb, batch, stage == "train")
+        self.accumulate_parts(stage, parts)
         return loss
+
+    def accumulate_parts(self, stage: str, parts: dict[str, torch.Tensor]) -> None:
+        for name, value in parts.items():
+            self.accumulate(f"{stage}_{name}", value)
 
     def accumulate(self, name: str, value: torch.Tensor) -> None:
         # Detached tensors, reduced once per epoch: logging or float() here would sync the GPU every step.

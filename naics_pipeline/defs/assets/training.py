@@ -22,7 +22,8 @@ def _train_config(training: TrainingResource, stage: Stage):
                        max_pairs_per_epoch=training.max_pairs_per_epoch or None, learning_rate=training.learning_rate,
                        seed=training.seed, accelerator=training.accelerator, devices=training.devices_value(),
                        strategy=training.strategy, exclusion_weight=training.exclusion_weight,
-                       exclusion_margin=training.exclusion_margin, progress_bar=True)
+                       exclusion_margin=training.exclusion_margin, cuda_graphs=training.cuda_graphs,
+                       progress_bar=True)
 
 
 def model_config(training: TrainingResource):
