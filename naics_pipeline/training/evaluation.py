@@ -16,7 +16,9 @@ Ties among relevant codes never matter (they share one precision either way).
 """
 from __future__ import annotations
 
+import hashlib
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -33,9 +35,10 @@ PAIR_CHUNK = 1024        # relevant pairs per block in ranking_metrics: 1024 x N
 
 def rankdata(x: np.ndarray) -> np.ndarray:
     """Average ranks (ties share their mean rank), like scipy.stats.rankdata."""
-    order = np.argsort(x, kind="stable")
+    order = np.argsort(x)
     sorted_x = x[order]
-    _, first, counts = np.unique(sorted_x, return_index=True, return_counts=True)
+    first = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1]])   # where each run of ties starts
+    counts = np.diff(np.r_[first, len(x)])
     avg = first + 1 + (counts - 1) / 2.0
     ranks = np.empty(len(x), np.float64)
     ranks[order] = np.repeat(avg, counts)
@@ -143,33 +146,70 @@ def evaluate_embeddings(points: np.ndarray, descriptions: pa.Table, c: float) ->
     return evaluate_distances(lorentz.pairwise_distance(points, points, c), descriptions)
 
 
+@dataclass(frozen=True)
+class TreeReference:
+    """What evaluate_distances compares an embedding with, computed once per naics_descriptions: the
+    tree distances (their upper triangle and its ranks), the tree's own hierarchy metrics and the
+    exclusion links. Each stage scores against the same tree, so this is cached."""
+    arrays: TreeArrays
+    tree: np.ndarray
+    upper: tuple[np.ndarray, np.ndarray]
+    tree_upper: np.ndarray
+    tree_upper_ranks: np.ndarray
+    calibration: dict
+    levels: np.ndarray
+    parents: list
+    pos: dict
+    exclusions: tuple
+    exclusions_held_out: tuple
+
+
+def tree_reference(descriptions: pa.Table) -> TreeReference:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, descriptions.schema) as writer:
+        writer.write_table(descriptions)
+    digest = hashlib.sha256(sink.getvalue()).hexdigest()
+    if digest not in _REFERENCES:
+        if len(_REFERENCES) >= 2:
+            _REFERENCES.clear()
+        _REFERENCES[digest] = _tree_reference(descriptions)
+    return _REFERENCES[digest]
+
+
+_REFERENCES: dict[str, TreeReference] = {}   # by the table's content hash
+
+
+def _tree_reference(descriptions: pa.Table) -> TreeReference:
+    arrays = tree_arrays(descriptions)
+    tree = distance_matrix(arrays).astype(np.float64)
+    iu = np.triu_indices(len(tree), k=1)
+    codes = descriptions.column("code").to_pylist()
+    return TreeReference(arrays, tree, iu, tree[iu], rankdata(tree[iu]), tree_calibration(tree, arrays),
+                         descriptions.column("level").to_numpy(), descriptions.column("parent").to_pylist(),
+                         {code: i for i, code in enumerate(codes)}, exclusion_references(descriptions),
+                         exclusion_references(descriptions, held_out=True))
+
+
 def evaluate_distances(emb: np.ndarray, descriptions: pa.Table) -> dict:
     """Every tree metric for an (N, N) matrix of embedding distances. Exclusion separation is scored on
     the links training used (`exclusion_separation`) and, the headline, on the links held out of every
     table (`exclusion_separation_held_out`: naics_descriptions.held_out_excluded_codes)."""
-    arrays = tree_arrays(descriptions)
-    tree = distance_matrix(arrays).astype(np.float64)
-    iu = np.triu_indices(len(emb), k=1)
-    te, tt = emb[iu], tree[iu]
+    ref = tree_reference(descriptions)
+    te, tt = emb[ref.upper], ref.tree_upper
     scale = te.mean() / tt.mean()
-    levels = descriptions.column("level").to_numpy()
-    codes = descriptions.column("code").to_pylist()
-    pos = {code: i for i, code in enumerate(codes)}
-    parents = descriptions.column("parent").to_pylist()
-    wins = exclusion_wins(emb, exclusion_references(descriptions))
-    held = exclusion_wins(emb, exclusion_references(descriptions, held_out=True))
+    wins, held = exclusion_wins(emb, ref.exclusions), exclusion_wins(emb, ref.exclusions_held_out)
     metrics = {
-        "spearman": spearman(te, tt),
+        "spearman": pearson(rankdata(te), ref.tree_upper_ranks),
         "pearson": pearson(te, tt),
-        "ndcg_at_10": ndcg_at_k(emb, tree),
+        "ndcg_at_10": ndcg_at_k(emb, ref.tree),
         "mean_distortion": float(np.mean(np.abs(te / scale - tt) / tt)),
-        "parent_retrieval_accuracy": _parent_accuracy(emb, levels, parents, pos),
+        "parent_retrieval_accuracy": _parent_accuracy(emb, ref.levels, ref.parents, ref.pos),
         "exclusion_separation": float(wins.mean()) if len(wins) else None,
         "exclusion_separation_held_out": float(held.mean()) if len(held) else None,
         "exclusion_links_held_out": int(len(held)),
         "pairs": int(len(tt)),
-        **hierarchy_metrics(emb, arrays),
-        **tree_calibration(tree, arrays),
+        **hierarchy_metrics(emb, ref.arrays),
+        **ref.calibration,
     }
     return metrics
 
