@@ -25,9 +25,14 @@ def test_graphed_step_matches_the_eager_step():
         loss.backward()
         return [p.grad.clone() for p in module.model.parameters()]
 
-    points, lb, _ = module.all_points()
-    eager_loss, eager_parts = module.hierarchy_losses(points, lb, batch, train=True)
-    eager_grads = gradients(eager_loss)
+    def eager():
+        points, lb, _ = module.all_points()
+        loss, parts = module.hierarchy_losses(points, lb, batch, train=True)
+        return loss.detach(), {k: v.detach() for k, v in parts.items()}, gradients(loss)
+
+    # Returned detached: capture fails while an eager autograd graph is still alive (torch's
+    # AccumulateGrad stream check). In training the first capture comes before any backward.
+    eager_loss, eager_parts, eager_grads = eager()
     graphed = GraphedTrainLoss(module)
     for _ in range(2):   # the call that captures, then a replay
         loss, parts = graphed(batch)
