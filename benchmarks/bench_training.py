@@ -65,6 +65,8 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--devices", default="auto")
     ap.add_argument("--strategy", default="auto")
     ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--max-pairs-per-epoch", type=int, default=-1,
+                    help="-1: all on GPU, 8192 on CPU (the pipeline's default); 0: all")
     ap.add_argument("--lr", type=float, default=None, help="default: 4e-3 on GPU, 2e-3 on CPU")
     ap.add_argument("--temperature", type=float, default=0.1)
     ap.add_argument("--embedding-dim", type=int, default=32)
@@ -120,6 +122,7 @@ def main() -> None:
             stage, args.curriculum = replace(stage, curriculum=curricula[args.curriculum]), None
         cfg = TrainConfig(epochs=max(1, round(stage.epochs * args.epochs_scale)), accelerator=args.accelerator,
                           devices=devices, strategy=args.strategy, batch_size=args.batch_size,
+                          max_pairs_per_epoch=args.max_pairs_per_epoch or None,
                           learning_rate=args.lr, progress_bar=False, gpu_epoch_multiplier=1,
                           exclusion_weight=args.exclusion_weight, exclusion_margin=args.exclusion_margin,
                           cuda_graphs=not args.eager)
