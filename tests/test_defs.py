@@ -125,8 +125,8 @@ def materialize_everything(root, location):
         assets, instance=dg.DagsterInstance.ephemeral(),
         resources={"storage": StorageResource(root=str(root)),
                    "source": SourceResource(location=str(location)),
-                   "training": TrainingResource(encoder="hashing", epochs=1, batch_size=256,
-                                                max_pairs_per_epoch=2048, accelerator="cpu", devices="1")})
+                   "training": TrainingResource(encoder="hashing", epochs=1, batch_size=1024,
+                                                max_pairs_per_epoch=1024, accelerator="cpu", devices="1")})
     assert result.success
     assert not errors(result), errors(result)
     return result
