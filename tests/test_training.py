@@ -21,7 +21,14 @@ from naics_pipeline.training.loop import TrainConfig, load_model, train_stage
 from naics_pipeline.training.lorentz import distance as lorentz_distance
 from naics_pipeline.training.lorentz import expmap0
 from naics_pipeline.training.lorentz import inner as lorentz_inner
-from naics_pipeline.training.model import ModelConfig, NaicsEmbedder, exclusion_hinge, info_nce, load_balancing_loss
+from naics_pipeline.training.model import (
+    ModelConfig,
+    MoEFusion,
+    NaicsEmbedder,
+    exclusion_hinge,
+    info_nce,
+    load_balancing_loss,
+)
 from tests.census_fixtures import write_census_folder
 
 SMALL = ModelConfig(hidden_dim=32, embedding_dim=8)
@@ -75,6 +82,25 @@ def test_load_balancing_loss_is_minimal_for_uniform_routing():
     assert lb_uniform.item() == pytest.approx(0.0, abs=1e-6) and torch.allclose(f, torch.full((e,), 0.25))
     assert lb_collapsed.item() == pytest.approx(e - 1)
     assert lb_skewed.item() >= lb_uniform.item()
+
+
+def test_routed_experts_equal_the_dense_mix_in_values_and_gradients():
+    torch.manual_seed(1)
+    moe = MoEFusion(12, 16, 5, num_experts=4, top_k=2, dropout=0.0)
+    x = torch.randn(40, 12)
+    probs = torch.softmax(torch.randn(40, 4), -1)
+    top_p, top_i = probs.topk(2, dim=-1)
+    weights = torch.zeros_like(probs).scatter(-1, top_i, top_p / top_p.sum(-1, keepdim=True))
+    results = []
+    for mix in (lambda: (weights.unsqueeze(-1) * moe.experts(x)).sum(1), lambda: moe.routed_experts(x, weights)):
+        moe.zero_grad()
+        out = mix()
+        (out * torch.arange(5.0)).sum().backward()
+        results.append((out.detach(), [p.grad.clone() for p in (moe.w1, moe.b1, moe.w2, moe.b2)]))
+    (dense, dense_grads), (routed, routed_grads) = results
+    assert torch.allclose(dense, routed, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(dense_grads, routed_grads))
+    assert (routed_grads[0].abs().sum((1, 2)) > 0).all()   # every expert took some rows
 
 
 def test_info_nce_prefers_a_closer_positive():

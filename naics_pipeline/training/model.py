@@ -81,6 +81,18 @@ class MoEFusion(nn.Module):
         hidden = self.dropout(F.gelu(torch.baddbmm(self.b1, x.unsqueeze(0).expand(self.num_experts, -1, -1), self.w1)))
         return torch.baddbmm(self.b2, hidden, self.w2).transpose(0, 1)
 
+    def routed_experts(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """sum_e weights[:, e] * expert_e(x), running each expert only on the rows routed to it: the same
+        values and gradients as the dense mix (the other weights are exactly 0) at top_k / E of the
+        expert arithmetic. Used on the CPU, where arithmetic is the cost; a GPU step is bound by kernel
+        launches, and the dense form is one graph-capturable shape."""
+        out = x.new_zeros(len(x), self.w2.shape[-1])
+        for e in range(self.num_experts):
+            rows = weights[:, e].nonzero().squeeze(1)
+            hidden = self.dropout(F.gelu(torch.addmm(self.b1[e], x[rows], self.w1[e])))
+            out = out.index_add(0, rows, weights[rows, e, None] * torch.addmm(self.b2[e], hidden, self.w2[e]))
+        return out
+
     def forward(self, x: torch.Tensor):
         logits = F.normalize(self.gate_proj(self.gate_norm(x)), dim=-1) @ F.normalize(self.expert_keys, dim=-1).T
         logits = logits / ROUTER_TEMPERATURE
@@ -91,9 +103,10 @@ class MoEFusion(nn.Module):
         probs = F.softmax(logits, dim=-1)                                # (N, E)
         top_p, top_i = probs.topk(self.top_k, dim=-1)
         weights = torch.zeros_like(probs).scatter(-1, top_i, top_p / top_p.sum(-1, keepdim=True))
-        # Experts are small: run them densely and mix with the sparse top-k weights.
-        outs = self.experts(x)                                            # (N, E, out)
-        fused = (weights.unsqueeze(-1) * outs).sum(1)
+        if x.is_cuda:   # dense: all experts on all rows, mixed with the sparse top-k weights
+            fused = (weights.unsqueeze(-1) * self.experts(x)).sum(1)
+        else:
+            fused = self.routed_experts(x, weights)
         lb, f = load_balancing_loss(probs, top_i[:, 0])
         return fused, lb, f
 
