@@ -132,3 +132,23 @@ def synthetic_codes(sectors=("11", "21", "54"), fanout=3) -> list[tuple[str, str
     for s in sectors:
         walk(s)
     return out
+
+
+def prepared_store(tmp: Path):
+    """Tables of a generated tree, one sampling index `all` (every level, buckets 1 and 6) and hashing
+    text embeddings: what a training test needs. Returns (layout, descriptions, embeddings)."""
+    import pyarrow.parquet as pq
+
+    from naics_pipeline.curricula.config import parse_curriculum
+    from naics_pipeline.curricula.sampling import build_index
+    from naics_pipeline.data import pipeline
+    from naics_pipeline.layout import Layout
+    from naics_pipeline.text.encoder import build_text_embeddings
+
+    layout = Layout(tmp / "store")
+    pipeline.build_data(layout, str(write_census_folder(tmp / "census")))
+    desc = pq.read_table(layout.descriptions)
+    c = parse_curriculum({"name": "all", "positive_levels": [2, 3, 4, 5, 6], "difficulty_buckets": [1, 6],
+                          "bucket_percentages": {1: 0.5, 6: 0.5}, "k_negatives": 4})
+    build_index(c, desc, layout.distances, layout.triplets, layout.sampling_index("all"))
+    return layout, desc, build_text_embeddings(desc, pq.read_table(layout.index_holdout), "hashing")

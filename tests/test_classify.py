@@ -9,15 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from naics_pipeline.cli import main, nearest
-from naics_pipeline.curricula.config import parse_curriculum
-from naics_pipeline.curricula.sampling import build_index
-from naics_pipeline.data import pipeline
-from naics_pipeline.layout import Layout
 from naics_pipeline.text import baselines as bl
 from naics_pipeline.text.classify import OUTPUT_SCHEMA, TextClassifier
-from naics_pipeline.text.encoder import HashingEncoder, build_text_embeddings
+from naics_pipeline.text.encoder import HashingEncoder
 from naics_pipeline.training.model import ModelConfig
-from tests.census_fixtures import write_census_folder
+from tests.census_fixtures import prepared_store
 
 REQUIRED = ["row", "rank", "code", "title", "score", "sector", "sector_title", "industry_group",
             "industry_group_title"]
@@ -28,14 +24,7 @@ def store(tmp_path_factory):
     """A storage root with tables, hashing text embeddings and one trained stage."""
     from naics_pipeline.training.loop import TrainConfig, train_stage
 
-    tmp = tmp_path_factory.mktemp("classify")
-    layout = Layout(tmp / "store")
-    pipeline.build_data(layout, str(write_census_folder(tmp / "census")))
-    desc = pq.read_table(layout.descriptions)
-    c = parse_curriculum({"name": "all", "positive_levels": [2, 3, 4, 5, 6], "difficulty_buckets": [1, 6],
-                          "bucket_percentages": {1: 0.5, 6: 0.5}, "k_negatives": 4})
-    build_index(c, desc, layout.distances, layout.triplets, layout.sampling_index("all"))
-    emb = build_text_embeddings(desc, pq.read_table(layout.index_holdout), "hashing")
+    layout, desc, emb = prepared_store(tmp_path_factory.mktemp("classify"))
     emb.save(layout.text_embeddings)
     train_stage("stage_1", layout.sampling_index("all"), emb, desc, layout.stage_dir("stage_1"),
                 ModelConfig(hidden_dim=32, embedding_dim=8),

@@ -6,15 +6,14 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 
 from naics_pipeline.curricula.config import parse_curriculum
 from naics_pipeline.curricula.sampling import build_index
-from naics_pipeline.data import pipeline
 from naics_pipeline.data.distances import distance_matrix, tree_arrays
-from naics_pipeline.layout import Layout
 from naics_pipeline.text.encoder import build_text_embeddings
 from naics_pipeline.training.evaluation import evaluate_distances, ndcg_at_k, rankdata, spearman
 from naics_pipeline.training.loop import TrainConfig, load_model, train_stage
@@ -29,22 +28,14 @@ from naics_pipeline.training.model import (
     info_nce,
     load_balancing_loss,
 )
-from tests.census_fixtures import write_census_folder
+from tests.census_fixtures import prepared_store
 
 SMALL = ModelConfig(hidden_dim=32, embedding_dim=8)
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("train")
-    layout = Layout(tmp / "store")
-    pipeline.build_data(layout, str(write_census_folder(tmp / "census")))
-    desc = pq.read_table(layout.descriptions)
-    c = parse_curriculum({"name": "all", "positive_levels": [2, 3, 4, 5, 6], "difficulty_buckets": [1, 6],
-                          "bucket_percentages": {1: 0.5, 6: 0.5}, "k_negatives": 4})
-    build_index(c, desc, layout.distances, layout.triplets, layout.sampling_index("all"))
-    emb = build_text_embeddings(desc, pq.read_table(layout.index_holdout), "hashing")
-    return layout, desc, emb
+    return prepared_store(tmp_path_factory.mktemp("train"))
 
 
 def cfg(**kw):
@@ -143,6 +134,28 @@ def test_metrics_on_a_known_tree(prepared):
     assert spearman(np.array([1., 2, 2, 3]), np.array([1., 2, 2, 3])) == pytest.approx(1.0)
     assert rankdata(np.array([10., 20, 20, 5])).tolist() == [2.0, 3.5, 3.5, 1.0]
     assert ndcg_at_k(tree, tree, k=3) == pytest.approx(1.0)
+
+
+def test_evaluation_references_follow_the_table(prepared):
+    """The tree-side references are cached per table content: a table that differs only in its
+    exclusion links gets its own, and the first one's come back unchanged."""
+    _, desc, _ = prepared
+    tree = distance_matrix(tree_arrays(desc)).astype(np.float64)
+    i = desc.schema.get_field_index("excluded_codes")
+    no_links = desc.set_column(i, desc.schema.field(i), pa.array([[]] * desc.num_rows, desc.schema.field(i).type))
+    assert evaluate_distances(tree, desc)["exclusion_separation"] == pytest.approx(1.0)
+    assert evaluate_distances(tree, no_links)["exclusion_separation"] is None
+    assert evaluate_distances(tree, desc)["exclusion_separation"] == pytest.approx(1.0)
+
+
+def test_validation_embeds_the_codes_once_per_epoch(prepared):
+    from naics_pipeline.curricula.sampling import SamplingIndex
+    from naics_pipeline.training.datamodule import PairDataModule
+
+    layout, _, _ = prepared
+    data = PairDataModule(SamplingIndex(layout.sampling_index("all")), batch_size=8, seed=0,
+                          max_pairs_per_epoch=None, val_fraction=0.2)
+    assert len(data.val_ids) > 8 and len(data.val_dataloader()) == 1
 
 
 def test_loss_decreases_and_stage_2_starts_from_stage_1(prepared, tmp_path):
@@ -292,7 +305,6 @@ def test_text_alignment_stage_learns_to_place_entries_at_their_code(prepared, tm
 
 def test_text_alignment_can_fine_tune_the_encoder(prepared, tmp_path):
     """The GPU path on the CPU: MiniLM itself is trained (its weights move and land in model.pt)."""
-    from naics_pipeline.text.encoder import build_text_embeddings
     from naics_pipeline.training.text_alignment import TextConfig
 
     layout, desc, _ = prepared
