@@ -13,6 +13,7 @@ masks, nonzero), so on a GPU the draw queues behind the model step without stall
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -22,26 +23,12 @@ from naics_pipeline.curricula.sampling import PAIR_UNIT, UNIT, SamplingIndex, ep
 SENTINEL = torch.iinfo(torch.int64).max  # closes skip_keys so searchsorted never sees an empty list
 
 
-class TorchBatch(tuple):
-    """(anchor (B,), positive (B,), negatives (B, K), hardness (B, K) int8), all on the device."""
-
-    __slots__ = ()
-
-    @property
-    def anchor(self) -> torch.Tensor:
-        return self[0]
-
-    @property
-    def positive(self) -> torch.Tensor:
-        return self[1]
-
-    @property
-    def negatives(self) -> torch.Tensor:
-        return self[2]
-
-    @property
-    def hardness(self) -> torch.Tensor:
-        return self[3]
+class TorchBatch(NamedTuple):
+    """One batch, all on the device."""
+    anchor: torch.Tensor      # (B,)
+    positive: torch.Tensor    # (B,)
+    negatives: torch.Tensor   # (B, K)
+    hardness: torch.Tensor    # (B, K) int8
 
 
 def _seed(*parts: int) -> int:
@@ -132,7 +119,7 @@ class TorchSampler:
         seg = pids.unsqueeze(1) * 8 + h - 1
         pos = pos + torch.searchsorted(self.skip_keys, seg * self.span + pos, right=True) - first
         negatives = self.flat[(base + pos).clamp(max=self.n_flat - 1)].long()
-        return TorchBatch((self.anchor[pids], self.positive[pids], negatives, h.to(torch.int8)))
+        return TorchBatch(self.anchor[pids], self.positive[pids], negatives, h.to(torch.int8))
 
     def epoch(self, epoch: int, batch_size: int, rank: int = 0, world: int = 1,
               drop_last: bool = False) -> Iterator[TorchBatch]:
