@@ -111,17 +111,22 @@ def main() -> None:
                                       cfg.curvature, 0.1)
 
     if args.graph:
-        # Capture needs autocast's weight cache off; the graphed module must own the parameters.
-        autocast = torch.autocast(dev.type, dtype=torch.bfloat16, cache_enabled=False)
+        # The pipeline's own graphed step (training/cuda_graphs.py) over a module that owns `model`.
+        from naics_pipeline.training.cuda_graphs import GraphedTrainLoss
+        from naics_pipeline.training.module import NaicsContrastive
 
-        class StepLoss(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.model = model
+        owner = NaicsContrastive(cfg.to_dict(), 2e-3, 0.01, 0.05, emb.channels, emb.present,
+                                 levels.cpu().numpy(), {k: v.cpu().numpy() for k, v in ex.items()},
+                                 exclusion_weight=1.0, exclusion_margin=0.1).to(dev)
+        owner.model = model
+        graphed = GraphedTrainLoss(owner)
 
-            def forward(self, a, p, n):
-                return eager_loss(a, p, n)
-        compute_loss = torch.cuda.make_graphed_callables(StepLoss(), tuple(to_device(draw(0))))
+        def compute_loss(a, p, n):
+            with autocast:
+                result = graphed({"anchor": a, "positive": p, "negatives": n})
+            if result is None:
+                raise SystemExit("CUDA graph capture failed (see the warning above)")
+            return result[0]
 
     def step(i, marks=None):
         def mark(k):

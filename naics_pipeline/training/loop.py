@@ -279,7 +279,7 @@ def train_stage(stage: str, index_dir: Path, embeddings: TextEmbeddings, descrip
         entries = None if holdout_codes else holdout_texts
         metrics = _evaluate(model, embeddings, descriptions, levels, model_cfg.curvature, entries)
         metrics["trained_weights"] = trained_weights(getattr(module, "text_cfg", None))
-        if getattr(module, "graphed_loss", None) is not None:   # None under ddp_spawn's parent, or eager
+        if module.graphed_loss is not None:   # None when eager, in a text stage, in ddp_spawn's parent
             metrics["cuda_graph_shapes"] = [list(map(list, key)) for key in module.graphed_loss.captured()]
         extra, points = {}, embed_all(model, embeddings, levels)[0]
         arrays = {"points": points}   # the codes' coordinates (and the held-out entries'), for later scoring
