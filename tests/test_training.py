@@ -15,6 +15,7 @@ from naics_pipeline.curricula.config import parse_curriculum
 from naics_pipeline.curricula.sampling import build_index
 from naics_pipeline.data.distances import distance_matrix, tree_arrays
 from naics_pipeline.text.encoder import build_text_embeddings
+from naics_pipeline.training import model as model_module
 from naics_pipeline.training.evaluation import evaluate_distances, ndcg_at_k, rankdata, spearman
 from naics_pipeline.training.loop import TrainConfig, load_model, train_stage
 from naics_pipeline.training.lorentz import distance as lorentz_distance
@@ -92,6 +93,39 @@ def test_routed_experts_equal_the_dense_mix_in_values_and_gradients():
     assert torch.allclose(dense, routed, atol=1e-6)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(dense_grads, routed_grads))
     assert (routed_grads[0].abs().sum((1, 2)) > 0).all()   # every expert took some rows
+
+
+def test_cpu_embedder_folds_the_layer_norm_into_the_experts_with_the_same_gradients(monkeypatch):
+    """On the CPU, constant text features take the _AffineLinear path (no gradient for the input);
+    features that require a gradient take plain autograd. Both give the same points and the same
+    gradient for every parameter, the LayerNorm's weight and bias included."""
+    torch.manual_seed(0)
+    model = NaicsEmbedder(ModelConfig(text_dim=12, hidden_dim=16, embedding_dim=5)).double().eval()
+    with torch.no_grad():   # a LayerNorm away from its initial (1, 0), so that both terms count
+        model.norm.weight.uniform_(0.5, 1.5)
+        model.norm.bias.uniform_(-0.3, 0.3)
+    channels, present = torch.randn(30, 4, 12, dtype=torch.double), torch.rand(30, 4) > 0.2
+    level = torch.randint(2, 7, (30,))
+    folds, folded_linear = [], model_module._AffineLinear
+
+    class CountedAffineLinear(folded_linear):
+        @staticmethod
+        def forward(ctx, *args):
+            folds.append(1)
+            return folded_linear.forward(ctx, *args)
+
+    monkeypatch.setattr(model_module, "_AffineLinear", CountedAffineLinear)
+    results = []
+    for plain_autograd in (True, False):
+        model.zero_grad()
+        points, lb, _ = model(channels.clone().requires_grad_(plain_autograd), present, level)
+        (points * torch.arange(6.0, dtype=torch.double)).sum().add(lb).backward()
+        results.append((points.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+        assert len(folds) == (0 if plain_autograd else model.moe.num_experts)
+    (plain, plain_grads), (folded, folded_grads) = results
+    assert torch.allclose(plain, folded, atol=1e-10)
+    assert all(torch.allclose(plain_grads[n], folded_grads[n], atol=1e-10) for n in plain_grads)
+    assert plain_grads["norm.weight"].abs().sum() > 0 and plain_grads["moe.w1"].abs().sum() > 0
 
 
 def test_info_nce_prefers_a_closer_positive():

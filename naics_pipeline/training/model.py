@@ -50,6 +50,28 @@ def load_balancing_loss(probs: torch.Tensor, top1: torch.Tensor) -> tuple[torch.
     return num_experts * (f.detach() * probs.mean(0)).sum() - 1.0, f
 
 
+class _AffineLinear(torch.autograd.Function):
+    """(xhat * gamma + beta) @ w + b for a constant xhat (the LayerNorm'd, frozen text features).
+
+    Autograd would compute d(input) = grad @ w.T, a matmul as large as d(w), only to reduce it to the
+    LayerNorm's d(gamma) and d(beta). Both follow from m = xhat.T @ grad, which d(w) needs anyway, so
+    the backward costs one large matmul instead of two (the CPU step is bound by these matmuls)."""
+
+    @staticmethod
+    def forward(ctx, xhat, gamma, beta, w, b):
+        ctx.save_for_backward(xhat, gamma, beta, w)
+        ctx.bias_shape = b.shape
+        return torch.addmm(b, xhat * gamma + beta, w)
+
+    @staticmethod
+    def backward(ctx, grad):
+        xhat, gamma, beta, w = ctx.saved_tensors
+        m = xhat.T @ grad                     # (in, out)
+        s = grad.sum(0)                       # (out,)
+        d_w = gamma[:, None] * m + beta[:, None] * s
+        return None, (w * m).sum(1), w @ s, d_w, s.view(ctx.bias_shape)
+
+
 class MoEFusion(nn.Module):
     """Top-k gated experts. Returns the fused output, the load-balancing loss and routing stats."""
 
@@ -81,19 +103,25 @@ class MoEFusion(nn.Module):
         hidden = self.dropout(F.gelu(torch.baddbmm(self.b1, x.unsqueeze(0).expand(self.num_experts, -1, -1), self.w1)))
         return torch.baddbmm(self.b2, hidden, self.w2).transpose(0, 1)
 
-    def routed_experts(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def routed_experts(self, x: torch.Tensor, weights: torch.Tensor, affine: tuple | None = None) -> torch.Tensor:
         """sum_e weights[:, e] * expert_e(x), running each expert only on the rows routed to it: the same
         values and gradients as the dense mix (the other weights are exactly 0) at top_k / E of the
         expert arithmetic. Used on the CPU, where arithmetic is the cost; a GPU step is bound by kernel
-        launches, and the dense form is one graph-capturable shape."""
+        launches, and the dense form is one graph-capturable shape. With `affine` = (xhat, gamma, beta),
+        x = xhat * gamma + beta for a constant xhat and the first layer is an _AffineLinear."""
         out = x.new_zeros(len(x), self.w2.shape[-1])
         for e in range(self.num_experts):
             rows = weights[:, e].nonzero().squeeze(1)
-            hidden = self.dropout(F.gelu(torch.addmm(self.b1[e], x[rows], self.w1[e])))
+            if affine is None:
+                pre = torch.addmm(self.b1[e], x[rows], self.w1[e])
+            else:
+                xhat, gamma, beta = affine
+                pre = _AffineLinear.apply(xhat[rows], gamma, beta, self.w1[e], self.b1[e])
+            hidden = self.dropout(F.gelu(pre))
             out = out.index_add(0, rows, weights[rows, e, None] * torch.addmm(self.b2[e], hidden, self.w2[e]))
         return out
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor, affine: tuple | None = None):
         logits = F.normalize(self.gate_proj(self.gate_norm(x)), dim=-1) @ F.normalize(self.expert_keys, dim=-1).T
         logits = logits / ROUTER_TEMPERATURE
         if self.training:
@@ -106,7 +134,7 @@ class MoEFusion(nn.Module):
         if x.is_cuda:   # dense: all experts on all rows, mixed with the sparse top-k weights
             fused = (weights.unsqueeze(-1) * self.experts(x)).sum(1)
         else:
-            fused = self.routed_experts(x, weights)
+            fused = self.routed_experts(x, weights, affine)
         lb, f = load_balancing_loss(probs, top_i[:, 0])
         return fused, lb, f
 
@@ -127,7 +155,12 @@ class NaicsEmbedder(nn.Module):
     def forward(self, channels: torch.Tensor, present: torch.Tensor, level: torch.Tensor):
         """channels (N, 4, D), present (N, 4) bool, level (N,) in 2..6 -> points (N, d+1), lb, usage."""
         x = torch.cat([channels.flatten(1), present.float(), F.one_hot(level - 2, N_LEVELS).float()], dim=-1)
-        tangent, lb, usage = self.moe(self.norm(x))
+        if x.is_cuda or x.requires_grad:
+            tangent, lb, usage = self.moe(self.norm(x))
+        else:   # CPU, constant features: the experts' first layer folds the LayerNorm's affine in
+            xhat = F.layer_norm(x, self.norm.normalized_shape, eps=self.norm.eps)
+            gamma, beta = self.norm.weight, self.norm.bias
+            tangent, lb, usage = self.moe(xhat * gamma + beta, affine=(xhat, gamma, beta))
         with torch.autocast(device_type=tangent.device.type, enabled=False):
             # float64: coordinates grow like e^radius, and float32 cancellation in <x, y>_L spoils
             # distances between nearby points far from the origin (2,125 points: cheap either way).
