@@ -13,6 +13,7 @@ from naics_pipeline.data.snapshot import load_snapshot
 from naics_pipeline.definitions import build_defs
 from naics_pipeline.defs.resources import SourceResource, StorageResource, TrainingResource
 from naics_pipeline.defs.upstream import PARENT_RUN_TAG
+from tests.census_fixtures import CODES, write_census_folder
 from tests.conftest import data_definitions
 
 DATA_ASSETS, DATA_CHECKS = data_definitions()
@@ -199,11 +200,36 @@ def test_everything_on_real_files(real_naics, tmp_path):
     assert len(rows) == 5 and all(r["level"] == 6 for r in rows)
 
 
-def test_packaged_default_runs_end_to_end(tmp_path):
-    result = materialize_everything(tmp_path / "store", "packaged")
+def test_packaged_fallback_builds_the_official_tree(tmp_path):
+    """Codes and titles packaged with the code (no files, no network) become the 2,125-code tree, every
+    check of the graph passing. What follows the graph is the path of a source without index entries or
+    cross-references, run end to end below on a generated tree."""
+    result = dg.materialize(
+        [*DATA_ASSETS, *DATA_CHECKS], instance=dg.DagsterInstance.ephemeral(),
+        selection=dg.AssetSelection.assets("naics_source", "naics_descriptions", "naics_index_holdout", "naics_graph"),
+        resources={"storage": StorageResource(root=str(tmp_path / "store")),
+                   "source": SourceResource(location="packaged")})
+    assert result.success and not errors(result), errors(result)
+    assert {c.check_name for c in result.get_asset_check_evaluations()} >= {
+        "descriptions_row_counts", "descriptions_unique_codes", "descriptions_parents_exist", "graph_is_naics_tree"}
     assert metadata(result, "naics_source")["packaged_fallback"].value is True
     assert metadata(result, "naics_descriptions")["dagster/row_count"].value == 2125
-    assert metadata(result, "naics_embeddings")["dagster/row_count"].value == 2125
+    assert check(result, "descriptions_row_counts").passed   # the official 2022 shape
+    assert metadata(result, "naics_index_holdout")["dagster/row_count"].value == 0
+
+
+def test_everything_without_index_entries_or_cross_references(tmp_path):
+    """A source like the packaged fallback (no index entries, no cross-references): no held-out
+    entries, no exclusion links, an empty hardness 8; every asset still materializes, the text stage
+    trains on titles alone."""
+    folder = write_census_folder(tmp_path / "census", index={}, descriptions={})
+    result = materialize_everything(tmp_path / "store", folder)
+    stats = metadata(result, "naics_descriptions")
+    assert (stats["exclusion_links_kept"].value, stats["exclusion_links_held_out"].value) == (0, 0)
+    assert metadata(result, "naics_index_holdout")["dagster/row_count"].value == 0
+    assert "| 8 | Exclusions | 0 |" in metadata(result, "naics_triplets")["hardness_table"].value
+    assert metadata(result, "naics_embeddings")["dagster/row_count"].value == len(CODES)
+    assert "stage_4" in metadata(result, "training_report")["table"].value
 
 
 def test_minilm_encoder_runs_offline(monkeypatch):
