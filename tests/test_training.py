@@ -280,9 +280,11 @@ def test_exclusion_hinge_follows_the_curriculum(prepared, tmp_path):
 DELAYED_RANK_0 = """
 import os, runpy, sys, time
 from naics_pipeline.training import loop
-write = loop.save_model
-def late(path, blob):      # rank 0 writes each model.pt 5 s late
-    time.sleep(5)
+write, late_already = loop.save_model, []
+def late(path, blob):      # rank 0 writes stage_1's model.pt 5 s late (the one rank 1 loads next)
+    if not late_already:
+        late_already.append(path)
+        time.sleep(5)
     write(path, blob)
 loop.save_model = late
 sys.argv = sys.argv[1:]   # the other ranks are launched as `python bench_training.py ...`, without the delay
