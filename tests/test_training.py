@@ -286,15 +286,18 @@ def late(path, blob):      # rank 0 writes stage_1's model.pt 5 s late (the one 
         late_already.append(path)
         time.sleep(5)
     write(path, blob)
-loop.save_model = late
-sys.argv = sys.argv[1:]   # the other ranks are launched as `python bench_training.py ...`, without the delay
+if os.environ["RANK"] == "0":
+    loop.save_model = late
+sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
 def test_ddp_ranks_chain_stages(prepared, tmp_path):
     """Under `ddp` (not spawn) every rank runs the stage loop: rank 1 must not load stage_1's model.pt
-    before rank 0 has written it. Rank 0 writes it 5 s late, so without the barrier rank 1 finds no file."""
+    before rank 0 has written it. Rank 0 writes it 5 s late, so without the barrier rank 1 finds no file.
+    The ranks start together under torchrun, the README's multi-GPU command (Lightning's own launcher
+    would start rank 1 only at the first fit, importing torch twice in a row)."""
     layout, desc, emb = prepared
     emb.save(layout.text_embeddings)
     cur = tmp_path / "curricula"
@@ -304,7 +307,8 @@ def test_ddp_ranks_chain_stages(prepared, tmp_path):
     (cur / "stages.yaml").write_text("stages:\n  - {curriculum: all, epochs: 1}\n  - {curriculum: all, epochs: 1}\n")
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_training.py"
     (tmp_path / "delayed.py").write_text(DELAYED_RANK_0)
-    done = subprocess.run([sys.executable, str(tmp_path / "delayed.py"), str(script), "--root", str(layout.root),
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(tmp_path / "delayed.py"), str(script), "--root", str(layout.root),
                            "--curricula", str(cur), "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
                            "--batch-size", "64", "--embedding-dim", "8", "--run-name", "ddp"],
                           capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
