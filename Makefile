@@ -51,8 +51,10 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/dg check defs
 
+# One pytest worker per core (pytest-xdist), a test file per worker: the suite alone keeps about one
+# core busy, and a file's module fixtures (one Dagster CLI run, one dagster dev) stay in one worker.
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 bench: setup
 	$(BIN)/python benchmarks/bench_data.py
