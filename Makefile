@@ -53,7 +53,9 @@ lint: setup
 
 # One pytest worker per core (pytest-xdist), a test file per worker: the suite alone keeps about one
 # core busy, and a file's module fixtures (one Dagster CLI run, one dagster dev) stay in one worker.
-test: lint
+# `dg check defs` runs inside the suite (tests/test_dg_check.py), beside the other tests.
+test: setup
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 bench: setup
