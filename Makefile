@@ -38,11 +38,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 $(DAGSTER_HOME):
 	mkdir -p $@
 
+# dg launch: Dagster's current CLI for a run (`dagster asset materialize` still works, and warns that it
+# is superseded). It finds the definitions through pyproject.toml's [tool.dg].
 demo: setup $(DAGSTER_HOME)
-	$(BIN)/dagster asset materialize --select '*' -m naics_pipeline
+	$(BIN)/dg launch --assets '*'
 
 data: setup $(DAGSTER_HOME)
-	$(BIN)/dagster job execute -j data_job -m naics_pipeline
+	$(BIN)/dg launch --job data_job
 
 dev: setup $(DAGSTER_HOME)
 	$(BIN)/dagster dev -w workspace.yaml
