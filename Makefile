@@ -11,7 +11,7 @@ ifneq ($(wildcard $(SHARED_NAICS)/*.xlsx),)
 export NAICS_SOURCE ?= $(SHARED_NAICS)
 endif
 
-.PHONY: setup lint demo test data dev bench clean
+.PHONY: setup lint demo test data dev bench clean clean-all
 
 setup: $(VENV)/.installed
 
@@ -63,5 +63,10 @@ test: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_data.py
 
+# Keeps data/text_cache: MiniLM vectors by encoder version and text hash, which take 3 to 4 minutes to
+# rebuild on two cores and never go stale (a changed text has another hash). `make clean-all` drops it too.
 clean:
 	rm -rf data/naics* data/source data/downloads data/sampling_index data/training data/text_embeddings*
+
+clean-all: clean
+	rm -rf data/text_cache
