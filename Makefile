@@ -15,10 +15,11 @@ endif
 
 setup: $(VENV)/.installed
 
-# uv installs the same pins in about half pip's time (most of it compiling bytecode, kept: every process
-# imports torch and dagster, and where PYTHONDONTWRITEBYTECODE=1 is set, as on this project's machines,
-# nothing compiled at import is kept: a clean clone's tests took 359 s instead of 228 s without it). pip chooses the torch wheel (its find-links hold the pinned CPU build, where
-# uv does not look) and uv installs that file with the rest. Without uv, or with INSTALLER=pip, pip alone.
+# uv installs the same pins in about half pip's time. Most of that is compiling bytecode, which stays:
+# every process imports torch and dagster, and where PYTHONDONTWRITEBYTECODE=1 is set (as on this
+# project's machines) nothing compiled at import is kept; without it a clean clone's tests took 359 s
+# instead of 228 s. pip chooses the torch wheel (its find-links hold the pinned CPU build, where uv does
+# not look) and uv installs that file with the rest. Without uv, or with INSTALLER=pip, pip alone.
 INSTALLER ?= uv
 TORCH_WHEEL_DIR := $(VENV)/torch-wheel
 
