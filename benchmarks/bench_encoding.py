@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
-from naics_pipeline.text.encoder import CHANNELS, MiniLMEncoder, channel_texts  # noqa: E402
+from naics_pipeline.encoders import CHANNELS, MiniLMEncoder, channel_texts  # noqa: E402
 from naics_pipeline.training.text_alignment import TextExamples  # noqa: E402
 
 FLOP_PER_TOKEN = 21.2e6

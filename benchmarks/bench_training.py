@@ -22,9 +22,9 @@ import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from naics_pipeline.curricula.config import load_curricula, load_plan  # noqa: E402
+from naics_pipeline.encoders import CHANNELS, TextEmbeddings, build_text_embeddings  # noqa: E402
 from naics_pipeline.layout import Layout  # noqa: E402
 from naics_pipeline.settings import BY_ENV, REPO_ROOT  # noqa: E402
-from naics_pipeline.text.encoder import CHANNELS, TextEmbeddings, build_text_embeddings  # noqa: E402
 
 SOURCE = Path(__file__).resolve().parents[2] / "shared" / "naics" / "2022"
 COLUMNS = [("seconds", "s"), ("final_train_loss", "train loss"), ("final_val_loss", "val loss"),

@@ -32,7 +32,7 @@ def _imports():
     """The pipeline's modules, from the layout of this checkout or of the one before issue 10."""
     try:
         from naics_pipeline.curricula.sampling import Sampler, SamplingIndex
-        from naics_pipeline.text.encoder import TextEmbeddings
+        from naics_pipeline.encoders import TextEmbeddings
         from naics_pipeline.training.evaluation import exclusion_references
         from naics_pipeline.training.model import ModelConfig, NaicsEmbedder, exclusion_hinge, info_nce
         from naics_pipeline.training.module import exclusion_tensors

@@ -142,8 +142,8 @@ def prepared_store(tmp: Path):
     from naics_pipeline.curricula.config import parse_curriculum
     from naics_pipeline.curricula.sampling import build_index
     from naics_pipeline.data import pipeline
+    from naics_pipeline.encoders import build_text_embeddings
     from naics_pipeline.layout import Layout
-    from naics_pipeline.text.encoder import build_text_embeddings
 
     layout = Layout(tmp / "store")
     pipeline.build_data(layout, str(write_census_folder(tmp / "census")))

@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from naics_pipeline.cli import main, nearest
+from naics_pipeline.encoders import HashingEncoder
 from naics_pipeline.text import baselines as bl
 from naics_pipeline.text.classify import OUTPUT_SCHEMA, TextClassifier
-from naics_pipeline.text.encoder import HashingEncoder
 from naics_pipeline.training.model import ModelConfig
 from tests.census_fixtures import prepared_store
 
@@ -105,9 +105,9 @@ def test_nearest_uses_the_classify_path(store):
 
 def test_classify_ranks_like_the_stage_metric(store):
     """The benchmark's model row (classify) and the stage's retrieval metrics score the same ranking."""
-    from naics_pipeline.text.encoder import TextEmbeddings, query_features
+    from naics_pipeline.encoders import TextEmbeddings, query_features
+    from naics_pipeline.training.checkpoint import embed_all, embed_queries, load_model
     from naics_pipeline.training.evaluation import retrieval_accuracy
-    from naics_pipeline.training.loop import embed_all, embed_queries, load_model
 
     desc, holdout = pq.read_table(store.descriptions), pq.read_table(store.index_holdout)
     entries, codes = holdout.column("entry").to_pylist(), holdout.column("code").to_pylist()

@@ -234,7 +234,7 @@ def test_everything_without_index_entries_or_cross_references(tmp_path):
 
 def test_minilm_encoder_runs_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from naics_pipeline.text.encoder import make_encoder
+    from naics_pipeline.encoders import make_encoder
 
     enc = make_encoder("minilm", device="cpu")
     vecs = enc.encode(["Soybean farming", "Soy bean growing", "Custom computer programming"])

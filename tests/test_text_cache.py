@@ -7,7 +7,7 @@ import pytest
 
 from naics_pipeline.data.descriptions import build_descriptions
 from naics_pipeline.data.source import fetch_source
-from naics_pipeline.text.encoder import HashingEncoder, TextCache, build_text_embeddings
+from naics_pipeline.encoders import HashingEncoder, TextCache, build_text_embeddings
 
 
 class CountingEncoder:

@@ -14,10 +14,11 @@ import torch
 from naics_pipeline.curricula.config import parse_curriculum
 from naics_pipeline.curricula.sampling import build_index
 from naics_pipeline.data.distances import distance_matrix, tree_arrays
-from naics_pipeline.text.encoder import build_text_embeddings
+from naics_pipeline.encoders import build_text_embeddings
 from naics_pipeline.training import model as model_module
+from naics_pipeline.training.checkpoint import load_model
 from naics_pipeline.training.evaluation import evaluate_distances, ndcg_at_k, rankdata, spearman
-from naics_pipeline.training.loop import TrainConfig, load_model, train_stage
+from naics_pipeline.training.loop import TrainConfig, train_stage
 from naics_pipeline.training.lorentz import distance as lorentz_distance
 from naics_pipeline.training.lorentz import expmap0
 from naics_pipeline.training.lorentz import inner as lorentz_inner
@@ -355,7 +356,7 @@ def test_text_alignment_can_fine_tune_the_encoder(prepared, tmp_path):
                     text=TextConfig(encoder="finetune", hidden_dim=16, max_tokens=16),
                     holdout_texts=holdout.column("entry").to_pylist())
     blob = torch.load(r.model_path, weights_only=False)
-    from naics_pipeline.text.encoder import make_encoder
+    from naics_pipeline.encoders import make_encoder
     before = make_encoder("minilm").model.state_dict()
     moved = [k for k, v in blob["text_encoder"].items() if not torch.equal(v, before[k].half())]
     assert moved and "every weight of the MiniLM" in r.metrics["trained_weights"]

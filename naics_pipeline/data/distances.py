@@ -44,6 +44,17 @@ def tree_arrays(descriptions: pa.Table) -> TreeArrays:
     return TreeArrays(codes, depth, anc)
 
 
+def ancestor_lookup(descriptions: pa.Table, digits: int) -> dict[str, str]:
+    """Code -> its ancestor with `digits` digits (itself when it has that many; the sector column's
+    code for 2, e.g. 31 for 311111). Codes shallower than `digits` are left out."""
+    t = tree_arrays(descriptions)
+    codes = np.array(t.codes)
+    levels = descriptions.column("level").to_numpy()
+    at_level = (t.ancestors >= 0) & (levels[t.ancestors] == digits)
+    keep = at_level.any(1)
+    return dict(zip(codes[keep].tolist(), codes[t.ancestors[keep, at_level[keep].argmax(1)]].tolist()))
+
+
 def lca_depth_matrix(t: TreeArrays) -> np.ndarray:
     """(N, N) depth of the lowest common ancestor: number of shared leading ancestors (0 = root)."""
     a = t.ancestors

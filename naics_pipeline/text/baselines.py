@@ -4,7 +4,7 @@ A classifier is a *fitter*: `fit(train_texts, train_codes) -> predict`, with `pr
 returning a (len(texts), k) array of codes, best first ("" where it has none). Baselines:
 - `nearest_entry_fitter(embed)`: the code of the most similar training entry (cosine); codes are
   ranked by their best entry. `minilm_fitter` embeds with the frozen all-MiniLM-L6-v2 of
-  text.encoder, `tfidf_fitter` with TF-IDF over word unigrams and bigrams (scikit-learn).
+  naics_pipeline.encoders, `tfidf_fitter` with TF-IDF over word unigrams and bigrams (scikit-learn).
 - `beacon_fitter`: the Census Bureau's BEACON, imported at run time from its file
   (../shared/peers/beacon/beacon.py); `load_beacon` says why when it is absent.
 Harnesses (both return text_accuracy's dict: top-1/top-5 at 6, 4 and 2 digits):
@@ -118,7 +118,7 @@ def minilm_fitter(encoder=None) -> Fitter:
     """Nearest training entry by cosine of frozen sentence embeddings (all-MiniLM-L6-v2 by default;
     any object with encode(texts, batch_size=) -> normalised rows and `dim`)."""
     if encoder is None:
-        from naics_pipeline.text.encoder import make_encoder
+        from naics_pipeline.encoders import make_encoder
 
         encoder = make_encoder("minilm", "cpu")
     cached = CachedEncoder(encoder)

@@ -54,19 +54,16 @@ def query_mapper(model, blob: dict) -> QueryMapper:
     if "text_head" in blob:   # a text-alignment stage: its query head onto the 6-digit codes' shell
         import torch
 
-        from naics_pipeline.training.text_alignment import QueryHead, TextConfig
+        from naics_pipeline.training.checkpoint import load_query_head
 
-        text, cfg = TextConfig(**blob["text_config"]), blob["model_config"]
-        head = QueryHead(cfg["text_dim"], text.hidden_dim, cfg["embedding_dim"])
-        head.load_state_dict(blob["text_head"])
-        head.eval()
+        head, cfg = load_query_head(blob), blob["model_config"]
 
         @torch.no_grad()
         def through_head(channels, present, level):
             radius = model.level_radius(torch.tensor([6]))
             return head(torch.as_tensor(channels[:, 0]).float(), radius, cfg["curvature"]).numpy()
         return through_head
-    from naics_pipeline.training.loop import embed_queries
+    from naics_pipeline.training.checkpoint import embed_queries
 
     return lambda channels, present, level: embed_queries(model, channels, present, level)
 
@@ -82,7 +79,7 @@ class CodeTable:
 
     @classmethod
     def from_descriptions(cls, descriptions: pa.Table) -> CodeTable:
-        from naics_pipeline.training.evaluation import ancestor_lookup
+        from naics_pipeline.data.distances import ancestor_lookup
 
         codes = descriptions.column("code").to_pylist()
         sector, group = ancestor_lookup(descriptions, 2), ancestor_lookup(descriptions, 4)
@@ -114,8 +111,8 @@ class TextClassifier:
              device: str = "cpu") -> TextClassifier:
         """The last trained stage under `root` (or `stage`), its code points and its encoder
         (`encoder` overrides the one model.pt records)."""
-        from naics_pipeline.text.encoder import TextEmbeddings, make_encoder
-        from naics_pipeline.training.loop import embed_all, load_model
+        from naics_pipeline.encoders import TextEmbeddings, make_encoder
+        from naics_pipeline.training.checkpoint import embed_all, load_model
 
         layout = Layout(Path(root))
         model_path = stage_model_path(layout, stage)
@@ -140,7 +137,7 @@ class TextClassifier:
 
     def query_points(self, texts: list[str], level: int = 6) -> np.ndarray:
         """Texts -> (len(texts), d+1) points in the codes' space: encode, then map (query_mapper)."""
-        from naics_pipeline.text.encoder import query_features
+        from naics_pipeline.encoders import query_features
 
         channels, present = query_features(self.encoder, list(texts))
         return self.to_points(channels, present, level)

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from naics_pipeline.data.descriptions import exclusion_pairs, held_out_exclusion_pairs
-from naics_pipeline.data.distances import TreeArrays, distance_matrix, tree_arrays
+from naics_pipeline.data.distances import TreeArrays, ancestor_lookup, distance_matrix, tree_arrays
 from naics_pipeline.training import lorentz
 
 NDCG_K = 10
@@ -309,17 +309,6 @@ def _accuracy(ranked: np.ndarray, truth: np.ndarray, descriptions: pa.Table, suf
             hit = (pred[:, :k] == true[:, None]).any(1) if len(true) else np.zeros(0, bool)
             out[f"top{k}_{digits}digit{suffix}"] = float(hit.mean()) if len(hit) else None
     return out
-
-
-def ancestor_lookup(descriptions: pa.Table, digits: int) -> dict[str, str]:
-    """Code -> its ancestor with `digits` digits (itself when it has that many; the sector column's
-    code for 2, e.g. 31 for 311111). Codes shallower than `digits` are left out."""
-    t = tree_arrays(descriptions)
-    codes = np.array(t.codes)
-    levels = descriptions.column("level").to_numpy()
-    at_level = (t.ancestors >= 0) & (levels[t.ancestors] == digits)
-    keep = at_level.any(1)
-    return dict(zip(codes[keep].tolist(), codes[t.ancestors[keep, at_level[keep].argmax(1)]].tolist()))
 
 
 def _normalized(text: str) -> str:

@@ -20,8 +20,8 @@ import pyarrow as pa
 import torch
 
 from naics_pipeline.curricula.sampling import SamplingIndex
-from naics_pipeline.storage import atomic_path
-from naics_pipeline.text.encoder import TextEmbeddings, encode_texts, make_encoder
+from naics_pipeline.encoders import TextEmbeddings, encode_texts, make_encoder
+from naics_pipeline.training.checkpoint import embed_all, embed_queries, load_model, save_model
 from naics_pipeline.training.datamodule import PairDataModule
 from naics_pipeline.training.evaluation import evaluate_embeddings, exclusion_references, retrieval_accuracy
 from naics_pipeline.training.model import ModelConfig, NaicsEmbedder
@@ -105,31 +105,6 @@ def _fingerprint(*parts) -> str:
 
 def _file_hash(path: Path | None) -> str | None:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path and Path(path).exists() else None
-
-
-def load_model(path: Path, device: str = "cpu") -> tuple[NaicsEmbedder, dict]:
-    blob = torch.load(path, map_location=device, weights_only=False)
-    model = NaicsEmbedder(ModelConfig(**blob["model_config"]))
-    model.load_state_dict(blob["state_dict"])
-    model.eval()
-    return model, blob
-
-
-@torch.no_grad()
-def embed_all(model: NaicsEmbedder, emb: TextEmbeddings, levels: np.ndarray) -> tuple[np.ndarray, dict]:
-    model.eval()
-    dev = next(model.parameters()).device
-    points, lb, usage = model(torch.as_tensor(emb.channels, device=dev), torch.as_tensor(emb.present, device=dev),
-                              torch.as_tensor(levels, dtype=torch.long, device=dev))
-    return points.cpu().numpy(), {"load_balancing_loss": float(lb), "expert_usage": usage.cpu().tolist()}
-
-
-@torch.no_grad()
-def embed_queries(model: NaicsEmbedder, channels: np.ndarray, present: np.ndarray, level: int = 6) -> np.ndarray:
-    dev = next(model.parameters()).device
-    levels = torch.full((len(channels),), level, dtype=torch.long, device=dev)
-    points, _, _ = model(torch.as_tensor(channels, device=dev), torch.as_tensor(present, device=dev), levels)
-    return points.cpu().numpy()
 
 
 def _resume_state(out_dir: Path, fingerprint: str) -> bool:
@@ -223,11 +198,6 @@ def text_queries(module: TextAlignmentModule, texts: list[str], features: np.nda
     elif features is None:
         features = make_encoder(encoder_name).encode(texts)
     return module.queries(torch.as_tensor(features, device=module.device).float()).cpu().numpy()
-
-
-def save_model(path: Path, blob: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
 
 
 def train_stage(stage: str, index_dir: Path, embeddings: TextEmbeddings, descriptions: pa.Table, out_dir: Path,

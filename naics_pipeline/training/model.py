@@ -171,6 +171,19 @@ class NaicsEmbedder(nn.Module):
         return points, lb, usage
 
 
+class QueryHead(nn.Module):
+    """Sentence embedding -> a point on the 6-digit codes' shell of the Lorentz model."""
+
+    def __init__(self, text_dim: int, hidden: int, embedding_dim: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, hidden), nn.GELU(),
+                                 nn.Linear(hidden, embedding_dim))
+
+    def forward(self, features: torch.Tensor, radius: torch.Tensor, c: float) -> torch.Tensor:
+        direction = F.normalize(self.net(features).double(), dim=-1)
+        return lorentz.expmap0(direction * radius.double(), c)
+
+
 def info_nce(points: torch.Tensor, anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor,
              c: float, temperature: float) -> torch.Tensor:
     """Hyperbolic InfoNCE: -log softmax over [-d(a, p), -d(a, n_1..K)] / temperature, positive first."""

@@ -23,6 +23,7 @@ from torch import nn
 from naics_pipeline.data.descriptions import exclusion_pairs
 from naics_pipeline.data.distances import distance_matrix, tree_arrays
 from naics_pipeline.training import lorentz
+from naics_pipeline.training.model import QueryHead
 from naics_pipeline.training.module import NaicsContrastive
 
 LEAF_LEVEL = 6
@@ -116,19 +117,6 @@ class LeafNegatives:
         u = torch.rand(count.shape, generator=generator, device=count.device, dtype=torch.float64)
         offset = (lo + torch.floor(u * (hi - lo))).long()
         return torch.gather(self.order[leaf], 1, self.slot_start[leaf] + offset), self.slot_bucket[leaf]
-
-
-class QueryHead(nn.Module):
-    """Sentence embedding -> a point on the 6-digit codes' shell of the Lorentz model."""
-
-    def __init__(self, text_dim: int, hidden: int, embedding_dim: int):
-        super().__init__()
-        self.net = nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, hidden), nn.GELU(),
-                                 nn.Linear(hidden, embedding_dim))
-
-    def forward(self, features: torch.Tensor, radius: torch.Tensor, c: float) -> torch.Tensor:
-        direction = F.normalize(self.net(features).double(), dim=-1)
-        return lorentz.expmap0(direction * radius.double(), c)
 
 
 def text_losses(queries: torch.Tensor, leaf_points: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor,

@@ -9,10 +9,10 @@ from naics_pipeline.curricula.config import Stage
 from naics_pipeline.defs.assets.source import OWNERS
 from naics_pipeline.defs.assets.training import stage_plan
 from naics_pipeline.defs.resources import StorageResource
+from naics_pipeline.encoders import TextEmbeddings
 from naics_pipeline.report.plots import bar_chart, markdown_image
 from naics_pipeline.report.tables import stages_markdown
 from naics_pipeline.storage import write_catalog, write_parquet
-from naics_pipeline.text.encoder import TextEmbeddings
 
 
 def _embeddings_asset(final: Stage) -> dg.AssetsDefinition:
@@ -20,7 +20,7 @@ def _embeddings_asset(final: Stage) -> dg.AssetsDefinition:
               kinds={"parquet", "duckdb"}, owners=OWNERS, code_version="1")
     def naics_embeddings(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
         """Lorentz coordinates of every code from the final stage's model."""
-        from naics_pipeline.training.loop import embed_all, load_model  # torch: imported when the asset runs
+        from naics_pipeline.training.checkpoint import embed_all, load_model  # torch: imported when the asset runs
 
         layout = storage.layout
         model, blob = load_model(layout.stage_dir(final.name) / "model.pt")

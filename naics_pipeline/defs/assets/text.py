@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 
 from naics_pipeline.defs.assets.source import OWNERS
 from naics_pipeline.defs.resources import StorageResource, TrainingResource
-from naics_pipeline.text.encoder import build_text_embeddings
+from naics_pipeline.encoders import build_text_embeddings
 
 
 @dg.asset(deps=["naics_descriptions", "naics_index_holdout"], group_name="training",

@@ -8,9 +8,9 @@ from naics_pipeline.curricula.config import Stage, load_plan, plan_warnings
 from naics_pipeline.defs.assets.curricula import sampling_index_key
 from naics_pipeline.defs.assets.source import OWNERS
 from naics_pipeline.defs.resources import StorageResource, TrainingResource
+from naics_pipeline.encoders import TextEmbeddings
 from naics_pipeline.report.plots import bar_chart, line_chart, markdown_image
 from naics_pipeline.report.tables import metrics_markdown
-from naics_pipeline.text.encoder import TextEmbeddings
 
 
 def _train_config(training: TrainingResource, stage: Stage):

@@ -1,4 +1,5 @@
-"""Channel embeddings per code (title, description, examples, excluded).
+"""Text encoders, the text cache and the channel embeddings per code (title, description, examples,
+excluded): below training (which embeds codes with them) and classification (which embeds queries).
 
 Each distinct text is encoded once per encoder version: `TextCache` keeps the vectors by text hash
 under the storage root (text_cache/<encoder>-<version>.npz), so a rebuild after a source change
