@@ -24,7 +24,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from naics_pipeline.curricula.config import load_curricula, load_plan  # noqa: E402
 from naics_pipeline.encoders import CHANNELS, TextEmbeddings, build_text_embeddings  # noqa: E402
 from naics_pipeline.layout import Layout  # noqa: E402
-from naics_pipeline.settings import BY_ENV, REPO_ROOT  # noqa: E402
+from naics_pipeline.settings import REPO_ROOT, default_of  # noqa: E402
 
 SOURCE = Path(__file__).resolve().parents[2] / "shared" / "naics" / "2022"
 COLUMNS = [("seconds", "s"), ("final_train_loss", "train loss"), ("final_val_loss", "val loss"),
@@ -38,7 +38,7 @@ def prepare(root: Path, encoder: str, curricula: Path) -> None:
     from naics_pipeline.data import pipeline
 
     layout = Layout(root)
-    pipeline.build_data(layout, str(SOURCE), exclusion_holdout=BY_ENV["NAICS_EXCLUSION_HOLDOUT"].default)
+    pipeline.build_data(layout, str(SOURCE), exclusion_holdout=default_of("NAICS_EXCLUSION_HOLDOUT"))
     desc = pq.read_table(layout.descriptions)
     for name, c in load_curricula(curricula).items():
         build_index(c, desc, layout.distances, layout.triplets, layout.sampling_index(name))
@@ -64,15 +64,15 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--accelerator", default="auto")
     ap.add_argument("--devices", default="auto")
     ap.add_argument("--strategy", default="auto")
-    ap.add_argument("--batch-size", type=int, default=None)
-    ap.add_argument("--max-pairs-per-epoch", type=int, default=-1,
-                    help="-1: all on GPU, 8192 on CPU (the pipeline's default); 0: all")
-    ap.add_argument("--lr", type=float, default=None, help="default: 4e-3 on GPU, 2e-3 on CPU")
-    ap.add_argument("--temperature", type=float, default=0.1)
-    ap.add_argument("--embedding-dim", type=int, default=32)
+    by_device = "default: the pipeline's, by device (docs/settings.md)"
+    ap.add_argument("--batch-size", type=int, default=None, help=by_device)
+    ap.add_argument("--max-pairs-per-epoch", type=int, default=None, help=f"{by_device}; 0: all")
+    ap.add_argument("--lr", type=float, default=None, help=by_device)
+    ap.add_argument("--temperature", type=float, default=default_of("NAICS_TEMPERATURE"))
+    ap.add_argument("--embedding-dim", type=int, default=default_of("NAICS_EMBEDDING_DIM"))
     ap.add_argument("--no-radius-by-level", action="store_true")
-    ap.add_argument("--exclusion-weight", type=float, default=1.0)
-    ap.add_argument("--exclusion-margin", type=float, default=0.1)
+    ap.add_argument("--exclusion-weight", type=float, default=default_of("NAICS_EXCLUSION_WEIGHT"))
+    ap.add_argument("--exclusion-margin", type=float, default=default_of("NAICS_EXCLUSION_MARGIN"))
     ap.add_argument("--eager", action="store_true", help="no CUDA graphs (NAICS_CUDA_GRAPHS=0)")
     ap.add_argument("--text-encoder", default=None, help="text stages: frozen, finetune or auto")
     ap.add_argument("--stages", default=None, help="comma-separated stage names to train (default: all)")
@@ -109,7 +109,6 @@ def main() -> None:
         examples = CHANNELS.index("examples")
         emb.channels[:, examples], emb.present[:, examples] = 0.0, False
     holdout = pq.read_table(layout.index_holdout).column("entry").to_pylist()
-    devices = int(args.devices) if args.devices.isdigit() else args.devices
     out = Layout(layout.root / "runs" / args.run_name) if args.run_name else layout
     wanted = set(args.stages.split(",")) if args.stages else None
     prev, rows, t_all = Path(args.init_from) if args.init_from else None, [], time.perf_counter()
@@ -121,8 +120,8 @@ def main() -> None:
         if args.curriculum:
             stage, args.curriculum = replace(stage, curriculum=curricula[args.curriculum]), None
         cfg = TrainConfig(epochs=max(1, round(stage.epochs * args.epochs_scale)), accelerator=args.accelerator,
-                          devices=devices, strategy=args.strategy, batch_size=args.batch_size,
-                          max_pairs_per_epoch=args.max_pairs_per_epoch or None,
+                          devices=args.devices, strategy=args.strategy, batch_size=args.batch_size,
+                          max_pairs_per_epoch=args.max_pairs_per_epoch,
                           learning_rate=args.lr, progress_bar=False, gpu_epoch_multiplier=1,
                           exclusion_weight=args.exclusion_weight, exclusion_margin=args.exclusion_margin,
                           cuda_graphs=not args.eager)

@@ -1,11 +1,16 @@
-"""Every runtime setting, its environment variable and its default: the one module that reads the
-environment. The Dagster resources (naics_pipeline/defs/resources.py) declare their fields from this
-table, and the README's settings table is generated from it (`python -m naics_pipeline.settings`).
-Core code never reads the environment: it receives these values as arguments.
+"""Every runtime setting, its environment variable, its default and its meaning: the one module that
+reads the environment, and the one place a setting is declared. The Dagster resources
+(naics_pipeline/defs/resources.py) declare their fields from this table (`resource_field`), the
+training's `TrainConfig` and `ModelConfig` their defaults (`config_field`), and docs/settings.md is
+generated from it (`python -m naics_pipeline.settings`). A default that depends on the device is a
+`ByDevice`, resolved in one place (`for_device`, called by `TrainConfig.resolved`). Core code never
+reads the environment: it receives these values as arguments.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,18 +19,31 @@ PACKAGED = "packaged"
 
 
 @dataclass(frozen=True)
+class ByDevice:
+    """A default that depends on where training runs."""
+    gpu: object
+    cpu: object
+
+    def pick(self, on_gpu: bool):
+        return self.gpu if on_gpu else self.cpu
+
+    def __str__(self) -> str:
+        return f"`{self.gpu}` on a GPU, `{self.cpu}` on a CPU"
+
+
+@dataclass(frozen=True)
 class Setting:
     env: str
     owner: str          # the resource holding it (storage, source, training, automation) or "definitions"
     field: str
-    default: object     # None: unset (the code picks, as `doc` says)
+    default: object     # None: unset (the code picks, as `doc` says); a ByDevice: by the device
     kind: type          # str, int, float or bool
-    doc: str
+    doc: str            # the meaning, and what its special values mean
 
     def parse(self, raw: str):
         if self.kind is bool:
             return raw.strip().lower() not in ("0", "false", "no", "off", "")
-        if raw.strip().lower() in ("", "none") and self.default is None:
+        if raw.strip().lower() in ("", "none") and (self.default is None or isinstance(self.default, ByDevice)):
             return None
         return self.kind(raw)
 
@@ -54,13 +72,22 @@ SETTINGS: list[Setting] = [
             "Lightning strategy; several GPUs inside Dagster: `ddp_spawn`"),
     Setting("NAICS_EPOCHS", "training", "epochs", None, int,
             "epochs of every stage, on any device; default: the plan's (`stages.yaml`), x4 on a GPU"),
-    Setting("NAICS_BATCH_SIZE", "training", "batch_size", None, int,
-            "pairs per step; default 16384 on GPU, 2048 on CPU"),
-    Setting("NAICS_MAX_PAIRS_PER_EPOCH", "training", "max_pairs_per_epoch", -1, int,
-            "pairs drawn per epoch; `-1`: all on GPU, 32768 on CPU; `0`: all"),
-    Setting("NAICS_LEARNING_RATE", "training", "learning_rate", None, float,
-            "AdamW learning rate (cosine schedule, 5% warm-up); default 4e-3 on GPU, 2e-3 on CPU"),
+    # A step costs about the same at 4,096 or 16,384 pairs on an H200 (the 2,125-code forward and kernel
+    # launches dominate); 4x the batch at 2x the rate keeps the stage-3 metrics. On the CPU too a step's
+    # cost is the 2,125-code forward and backward: 2,048 pairs x 16 steps per epoch beat 512 x 16 on every
+    # stage-3 metric at about the same time (measurements: docs/gpu.md, docs/speed.md).
+    Setting("NAICS_BATCH_SIZE", "training", "batch_size", ByDevice(16384, 2048), int, "pairs per step"),
+    Setting("NAICS_MAX_PAIRS_PER_EPOCH", "training", "max_pairs_per_epoch", ByDevice(0, 32768), int,
+            "pairs drawn per epoch; `0`: all"),
+    Setting("NAICS_LEARNING_RATE", "training", "learning_rate", ByDevice(4e-3, 2e-3), float,
+            "AdamW learning rate (cosine schedule, 5% warm-up)"),
     Setting("NAICS_SEED", "training", "seed", 0, int, "seed of sampling, splits and initialisation"),
+    Setting("NAICS_CURVATURE", "training", "curvature", 1.0, float,
+            "curvature c of the Lorentz model the codes live in, {x : <x, x>_L = -1/c}"),
+    Setting("NAICS_TEMPERATURE", "training", "temperature", 0.1, float,
+            "InfoNCE temperature of the hierarchy loss (logits -distance / temperature)"),
+    Setting("NAICS_EMBEDDING_DIM", "training", "embedding_dim", 32, int,
+            "tangent dimension d of the code points (they live in R^(d+1))"),
     Setting("NAICS_LOAD_BALANCING_COEF", "training", "load_balancing_coef", 0.01, float,
             "MoE load-balancing coefficient (the guide's default; raise on collapse)"),
     Setting("NAICS_EXCLUSION_WEIGHT", "training", "exclusion_weight", 1.0, float,
@@ -117,9 +144,41 @@ def use_offline_model_hub() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+def default_of(env: str):
+    return BY_ENV[env].default
+
+
+def resource_field_default(env: str):
+    """The resource field's default: unset (None) where the table's default depends on the device."""
+    default = BY_ENV[env].default
+    return None if isinstance(default, ByDevice) else default
+
+
+def config_field(env: str):
+    """A TrainConfig / ModelConfig field declared by the table: its default, `env` in its metadata."""
+    return dataclasses.field(default=BY_ENV[env].default, metadata={"env": env})
+
+
+def config_values(config: type, values) -> dict:
+    """The keyword arguments of the dataclass `config` for its table-declared fields, read from
+    `values` (a resource, or any object with the settings' field names as attributes)."""
+    return {f.name: getattr(values, BY_ENV[f.metadata["env"]].field)
+            for f in dataclasses.fields(config) if "env" in f.metadata}
+
+
+def for_device(value, env: str | None, on_gpu: bool):
+    """`value` resolved for the device: a ByDevice picks; None (unset) takes the setting's default
+    by device when it has one."""
+    if value is None and env is not None:
+        value = BY_ENV[env].default
+    return value.pick(on_gpu) if isinstance(value, ByDevice) else value
+
+
 def _default_text(s: Setting) -> str:
     if s.default is None:
         return "unset"
+    if isinstance(s.default, ByDevice):
+        return str(s.default)
     if s.env in ("NAICS_STORAGE_ROOT", "NAICS_CURRICULA_DIR"):
         return f"`./{Path(str(s.default)).name}`"
     if s.kind is bool:
@@ -128,12 +187,35 @@ def _default_text(s: Setting) -> str:
 
 
 def markdown_table() -> str:
-    """The README's settings table."""
+    """The settings table of docs/settings.md."""
     lines = ["| Environment variable | Resource field | Default | Meaning |", "|---|---|---|---|"]
     for s in SETTINGS:
         lines.append(f"| `{s.env}` | `{s.owner}.{s.field}` | {_default_text(s)} | {s.doc} |")
     return "\n".join(lines)
 
 
+DOC = REPO_ROOT / "docs" / "settings.md"
+DOC_HEAD = """# Settings
+
+Generated by `python -m naics_pipeline.settings` from the table in `naics_pipeline/settings.py`, the
+only code that reads the environment; a test fails when this file and the code disagree. The
+resources (`storage`, `source`, `training`, `automation`) take their fields, defaults and descriptions
+from the table, and so do the training's `TrainConfig` and `ModelConfig`. A variable that is set when
+the definitions load is bound as `dg.EnvVar` (read again when a run launches, shown as such in the
+launchpad) where Dagster supports it (text and integer fields); float and boolean fields take the
+parsed value. Any field can be overridden per run in the launchpad. A default given for a GPU and a
+CPU applies when the variable is unset, after the device is known.
+
+"""
+
+
+def settings_markdown() -> str:
+    return DOC_HEAD + markdown_table() + "\n"
+
+
 if __name__ == "__main__":
-    print(markdown_table())
+    if sys.argv[1:] == ["--print"]:
+        print(markdown_table())
+    else:
+        DOC.write_text(settings_markdown())
+        print(f"wrote {DOC}")

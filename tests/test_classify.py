@@ -28,7 +28,7 @@ def store(tmp_path_factory):
     emb.save(layout.text_embeddings)
     train_stage("stage_1", layout.sampling_index("all"), emb, desc, layout.stage_dir("stage_1"),
                 ModelConfig(hidden_dim=32, embedding_dim=8),
-                TrainConfig(epochs=2, batch_size=64, max_pairs_per_epoch=None, accelerator="cpu", devices=1,
+                TrainConfig(epochs=2, batch_size=64, max_pairs_per_epoch=0, accelerator="cpu", devices=1,
                             progress_bar=False, val_fraction=0.1), log=lambda *_: None)
     return layout
 

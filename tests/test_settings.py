@@ -1,17 +1,27 @@
-"""One settings table: the resources' fields, the environment and the README agree."""
+"""One settings table: the resources' fields, the training configs, the environment and
+docs/settings.md agree."""
+import dataclasses
+import typing
+
 import dagster as dg
+import pytest
 
 from naics_pipeline import settings
 from naics_pipeline.defs import resources
-from naics_pipeline.settings import REPO_ROOT
+from naics_pipeline.defs.assets.training import _train_config, model_config
+from naics_pipeline.settings import REPO_ROOT, ByDevice
+from naics_pipeline.training.loop import TrainConfig
+from naics_pipeline.training.model import ModelConfig
 
 RESOURCES = {"storage": resources.StorageResource, "source": resources.SourceResource,
              "training": resources.TrainingResource, "automation": resources.AutomationResource}
+# Training settings that no config field takes: the asset reads them itself.
+READ_BY_THE_ASSETS = {"NAICS_ENCODER", "NAICS_EPOCHS", "NAICS_TEXT_ENCODER"}
 
 
-def test_readme_settings_table_is_the_generated_one():
-    assert settings.markdown_table() in (REPO_ROOT / "README.md").read_text(), \
-        "README settings table is stale: paste `python -m naics_pipeline.settings` into it"
+def test_settings_doc_is_the_generated_one():
+    assert (REPO_ROOT / "docs" / "settings.md").read_text() == settings.settings_markdown(), \
+        "docs/settings.md is stale: run `python -m naics_pipeline.settings`"
 
 
 def test_every_resource_setting_is_a_field_with_the_table_default():
@@ -19,7 +29,48 @@ def test_every_resource_setting_is_a_field_with_the_table_default():
         if s.owner == "definitions":
             continue
         field = RESOURCES[s.owner].model_fields[s.field]
-        assert field.default == s.default and s.env in field.description, s.env
+        assert field.default == settings.resource_field_default(s.env) and s.env in field.description, s.env
+        kinds = typing.get_args(field.annotation) or (field.annotation,)
+        assert s.kind in kinds, f"{s.env}: the table says {s.kind.__name__}, the field {field.annotation}"
+
+
+def test_the_configs_take_their_defaults_from_the_table():
+    declared = {}
+    for config in (TrainConfig, ModelConfig):
+        for f in dataclasses.fields(config):
+            if "env" in f.metadata:
+                s = settings.BY_ENV[f.metadata["env"]]
+                assert f.name == s.field and f.default == s.default, f"{config.__name__}.{f.name}"
+                declared[s.env] = config.__name__
+    training = {s.env for s in settings.settings_of("training")}
+    assert training - READ_BY_THE_ASSETS == set(declared), "a training setting that reaches no config"
+
+
+@pytest.mark.parametrize("on_gpu", [True, False])
+def test_device_defaults_are_resolved_from_the_table(on_gpu):
+    """Unset (the resource's None) and the config's own default resolve to the table's device value."""
+    for cfg in (TrainConfig(), _train_config(resources.TrainingResource(), _Stage())):
+        done = cfg.resolved(on_gpu)
+        for f in dataclasses.fields(TrainConfig):
+            env = f.metadata.get("env")
+            if env and isinstance(settings.default_of(env), ByDevice):
+                assert getattr(done, f.name) == settings.default_of(env).pick(on_gpu), f.name
+    assert TrainConfig(max_pairs_per_epoch=0, batch_size=8).resolved(on_gpu).max_pairs_per_epoch == 0   # all
+    with pytest.raises(ValueError, match="NAICS_MAX_PAIRS_PER_EPOCH"):
+        TrainConfig(max_pairs_per_epoch=-1).resolved(on_gpu)
+
+
+def test_resource_values_reach_the_configs():
+    training = resources.TrainingResource(curvature=2.0, temperature=0.2, embedding_dim=8, batch_size=64, seed=3,
+                                          epochs=2)
+    assert model_config(training) == ModelConfig(curvature=2.0, temperature=0.2, embedding_dim=8)
+    cfg = _train_config(training, _Stage())
+    assert (cfg.batch_size, cfg.seed, cfg.epochs, cfg.gpu_epoch_multiplier) == (64, 3, 2, 1)
+    assert _train_config(resources.TrainingResource(), _Stage()).epochs == _Stage.epochs
+
+
+class _Stage:
+    epochs = 5
 
 
 def test_set_variables_bind_as_env_vars_and_typed_values(monkeypatch):

@@ -41,7 +41,7 @@ def prepared(tmp_path_factory):
 
 
 def cfg(**kw):
-    base = dict(epochs=2, batch_size=64, max_pairs_per_epoch=None, accelerator="cpu", devices=1,
+    base = dict(epochs=2, batch_size=64, max_pairs_per_epoch=0, accelerator="cpu", devices=1,
                 progress_bar=False, val_fraction=0.1)
     return TrainConfig(**{**base, **kw})
 

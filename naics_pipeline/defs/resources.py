@@ -21,7 +21,8 @@ from naics_pipeline.layout import Layout
 
 def _field(env: str):
     s = settings.BY_ENV[env]
-    return Field(default=s.default, description=f"{s.doc} (env {s.env})")
+    by_device = f"; unset: {s.default}" if isinstance(s.default, settings.ByDevice) else ""
+    return Field(default=settings.resource_field_default(env), description=f"{s.doc}{by_device} (env {s.env})")
 
 
 def from_environment(cls: type[dg.ConfigurableResource]) -> dg.ConfigurableResource:
@@ -79,20 +80,17 @@ class TrainingResource(dg.ConfigurableResource):
     strategy: str = _field("NAICS_STRATEGY")
     epochs: Optional[int] = _field("NAICS_EPOCHS")
     batch_size: Optional[int] = _field("NAICS_BATCH_SIZE")
-    max_pairs_per_epoch: int = _field("NAICS_MAX_PAIRS_PER_EPOCH")
+    max_pairs_per_epoch: Optional[int] = _field("NAICS_MAX_PAIRS_PER_EPOCH")
     learning_rate: Optional[float] = _field("NAICS_LEARNING_RATE")
     seed: int = _field("NAICS_SEED")
+    curvature: float = _field("NAICS_CURVATURE")
+    temperature: float = _field("NAICS_TEMPERATURE")
+    embedding_dim: int = _field("NAICS_EMBEDDING_DIM")
     load_balancing_coef: float = _field("NAICS_LOAD_BALANCING_COEF")
     exclusion_weight: float = _field("NAICS_EXCLUSION_WEIGHT")
     exclusion_margin: float = _field("NAICS_EXCLUSION_MARGIN")
     cuda_graphs: bool = _field("NAICS_CUDA_GRAPHS")
     text_encoder: Optional[str] = _field("NAICS_TEXT_ENCODER")
-    curvature: float = 1.0
-    temperature: float = 0.1
-    embedding_dim: int = 32
-
-    def devices_value(self):
-        return int(self.devices) if str(self.devices).isdigit() else self.devices
 
 
 class AutomationResource(dg.ConfigurableResource):

@@ -10,7 +10,7 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import torch
 
 from naics_pipeline.curricula.sampling import SamplingIndex
 from naics_pipeline.encoders import TextEmbeddings, encode_texts, make_encoder
+from naics_pipeline.settings import ByDevice, config_field, for_device
 from naics_pipeline.training.checkpoint import embed_all, embed_queries, load_model, save_model
 from naics_pipeline.training.datamodule import PairDataModule
 from naics_pipeline.training.evaluation import evaluate_embeddings, exclusion_references, retrieval_accuracy
@@ -39,45 +40,38 @@ COLLAPSE_THRESHOLD = 0.2  # the guide: load_balancing_loss > 0.2 means MoE mode 
 
 @dataclass
 class TrainConfig:
+    """How one stage trains. The fields declared by `config_field` are settings: naics_pipeline/settings.py
+    gives their defaults (some by device: a ByDevice, or None for the setting's) and meanings."""
     epochs: int = 3
-    batch_size: int | None = None          # None: 16384 on GPU, 2048 on CPU
-    max_pairs_per_epoch: int | None = -1   # -1: all pairs on GPU, 32768 on CPU; None: all pairs
-    learning_rate: float | None = None     # None: 4e-3 on GPU (its 16,384-pair batches), 2e-3 on CPU
+    batch_size: int | ByDevice | None = config_field("NAICS_BATCH_SIZE")
+    max_pairs_per_epoch: int | ByDevice | None = config_field("NAICS_MAX_PAIRS_PER_EPOCH")
+    learning_rate: float | ByDevice | None = config_field("NAICS_LEARNING_RATE")
     weight_decay: float = 0.01
     warmup_fraction: float = 0.05
     val_fraction: float = 0.01             # share of anchors held out for validation (the guide: 1%)
-    seed: int = 0
-    accelerator: str = "auto"
-    devices: str | int = "auto"
-    strategy: str = "auto"
-    precision: str | None = None           # None: bf16-mixed on GPU, 32-true on CPU
+    seed: int = config_field("NAICS_SEED")
+    accelerator: str = config_field("NAICS_ACCELERATOR")
+    devices: str | int = config_field("NAICS_DEVICES")
+    strategy: str = config_field("NAICS_STRATEGY")
+    precision: str | ByDevice = ByDevice("bf16-mixed", "32-true")
     gpu_epoch_multiplier: int = 4          # on a GPU each stage runs epochs x this (measured: Spearman 0.853 -> 0.879)
-    # Exclusion hinge, on in stages whose curriculum has bucket 8: an excluded code should sit at least
-    # (1 + margin) x the code's mean sibling distance away. 0 turns it off.
-    exclusion_weight: float = 1.0
-    exclusion_margin: float = 0.1
+    exclusion_weight: float = config_field("NAICS_EXCLUSION_WEIGHT")
+    exclusion_margin: float = config_field("NAICS_EXCLUSION_MARGIN")
     # A checkpoint for resuming at most this often (seconds; 0: every epoch). Only last.ckpt is kept,
     # and it is removed once the stage is complete: a finished stage is retrained, never resumed.
-    checkpoint_every_seconds: float | None = None   # None: 60 on GPU, every epoch on CPU
-    cuda_graphs: bool = True               # hierarchy steps on a GPU replayed as CUDA graphs (training.cuda_graphs)
+    checkpoint_every_seconds: float | ByDevice = ByDevice(60.0, 0.0)
+    cuda_graphs: bool = config_field("NAICS_CUDA_GRAPHS")
     progress_bar: bool = True
 
     def resolved(self, on_gpu: bool) -> TrainConfig:
-        cfg = TrainConfig(**asdict(self))
-        if cfg.batch_size is None:
-            # A step costs about the same at 4,096 or 16,384 pairs on an H200 (the 2,125-code forward and
-            # kernel launches dominate); 4x the batch at 2x the rate keeps the stage-3 metrics (README).
-            # On the CPU too a step's cost is the 2,125-code forward and backward: 2,048 pairs x 16 steps
-            # per epoch beat 512 x 16 on every stage-3 metric at about the same time (README, CPU).
-            cfg.batch_size = 16384 if on_gpu else 2048
-        if cfg.learning_rate is None:
-            cfg.learning_rate = 4e-3 if on_gpu else 2e-3
-        if cfg.max_pairs_per_epoch == -1:
-            cfg.max_pairs_per_epoch = None if on_gpu else 32768
-        if cfg.precision is None:
-            cfg.precision = "bf16-mixed" if on_gpu else "32-true"
-        if cfg.checkpoint_every_seconds is None:
-            cfg.checkpoint_every_seconds = 60.0 if on_gpu else 0.0
+        """Every device-dependent value picked (the one place they are), the epochs scaled on a GPU."""
+        values = {f.name: for_device(getattr(self, f.name), f.metadata.get("env"), on_gpu) for f in fields(self)}
+        cfg = TrainConfig(**values)
+        if cfg.max_pairs_per_epoch < 0:
+            raise ValueError(f"max_pairs_per_epoch (NAICS_MAX_PAIRS_PER_EPOCH) is {cfg.max_pairs_per_epoch}: "
+                             "give 0 (all pairs) or a positive count")
+        if str(cfg.devices).isdigit():
+            cfg.devices = int(cfg.devices)
         if on_gpu:
             cfg.epochs = cfg.epochs * cfg.gpu_epoch_multiplier
         return cfg

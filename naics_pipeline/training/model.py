@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from naics_pipeline.settings import config_field
 from naics_pipeline.training import lorentz
 
 N_LEVELS = 5  # NAICS levels 2..6
@@ -20,15 +21,17 @@ ROUTER_TEMPERATURE = 0.5
 
 @dataclass
 class ModelConfig:
+    """The architecture and its loss hyperparameters; the fields declared by `config_field` are
+    settings (naics_pipeline/settings.py gives their defaults and meanings)."""
     text_dim: int = 384
     channels: int = 4
     hidden_dim: int = 512
-    embedding_dim: int = 32        # tangent dimension; points live in R^(embedding_dim + 1)
+    embedding_dim: int = config_field("NAICS_EMBEDDING_DIM")
     num_experts: int = 4
     top_k: int = 2
-    curvature: float = 1.0
-    temperature: float = 0.1
-    load_balancing_coef: float = 0.01   # the guide's troubleshooting: raise to 0.02 on collapse
+    curvature: float = config_field("NAICS_CURVATURE")
+    temperature: float = config_field("NAICS_TEMPERATURE")
+    load_balancing_coef: float = config_field("NAICS_LOAD_BALANCING_COEF")
     dropout: float = 0.0
     # Tangent norm (distance from the origin) set by the code's level through a learned increasing
     # radius per level; the MoE output sets only the direction. Trees embed in hyperbolic space this

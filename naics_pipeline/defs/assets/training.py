@@ -14,23 +14,20 @@ from naics_pipeline.report.tables import metrics_markdown
 
 
 def _train_config(training: TrainingResource, stage: Stage):
+    from dataclasses import replace
+
     from naics_pipeline.training.loop import TrainConfig
 
+    cfg = TrainConfig(**settings.config_values(TrainConfig, training))
     # An explicit epoch count is taken as is on every device; the plan's is scaled on a GPU.
-    epochs, multiplier = (training.epochs, 1) if training.epochs else (stage.epochs, TrainConfig.gpu_epoch_multiplier)
-    return TrainConfig(epochs=epochs, gpu_epoch_multiplier=multiplier, batch_size=training.batch_size,
-                       max_pairs_per_epoch=training.max_pairs_per_epoch or None, learning_rate=training.learning_rate,
-                       seed=training.seed, accelerator=training.accelerator, devices=training.devices_value(),
-                       strategy=training.strategy, exclusion_weight=training.exclusion_weight,
-                       exclusion_margin=training.exclusion_margin, cuda_graphs=training.cuda_graphs,
-                       progress_bar=True)
+    return replace(cfg, epochs=training.epochs, gpu_epoch_multiplier=1) if training.epochs else \
+        replace(cfg, epochs=stage.epochs)
 
 
 def model_config(training: TrainingResource):
     from naics_pipeline.training.model import ModelConfig
 
-    return ModelConfig(curvature=training.curvature, temperature=training.temperature,
-                       embedding_dim=training.embedding_dim, load_balancing_coef=training.load_balancing_coef)
+    return ModelConfig(**settings.config_values(ModelConfig, training))
 
 
 def stage_asset(stage: Stage, previous: Stage | None) -> dg.AssetsDefinition:
