@@ -100,7 +100,7 @@ def main() -> None:
         return
     from naics_pipeline.training.loop import TrainConfig, train_stage
     from naics_pipeline.training.model import ModelConfig
-    from naics_pipeline.training.text_alignment import TextConfig
+    from naics_pipeline.training.text_alignment import TextConfig, TextTask
 
     layout = Layout(Path(args.root))
     desc = pq.read_table(layout.descriptions)
@@ -133,6 +133,7 @@ def main() -> None:
         if text is not None and args.text_folds:
             rows += cross_validate(stage, layout, out, emb, desc, mcfg, cfg, prev, text, Path(args.text_folds))
             continue
+        text = TextTask.of_index(text, desc, emb, holdout) if text is not None else None
         r = train_stage(stage.name, layout.sampling_index(stage.curriculum.name), emb, desc,
                         out.stage_dir(stage.name), mcfg, cfg, init_from=prev, text=text, holdout_texts=holdout,
                         text_cache=layout.text_cache)
@@ -150,7 +151,7 @@ def main() -> None:
 def cross_validate(stage, layout, out, emb, desc, mcfg, cfg, init, text, folds_path: Path) -> list[dict]:
     """One text stage per fold, from the same starting model, scored on the fold's own texts."""
     from naics_pipeline.training.loop import train_stage
-    from naics_pipeline.training.text_alignment import TextExamples
+    from naics_pipeline.training.text_alignment import TextExamples, TextTask
 
     folds = pq.read_table(folds_path).to_pydict()
     row_of = {c: i for i, c in enumerate(desc.column("code").to_pylist())}
@@ -160,10 +161,9 @@ def cross_validate(stage, layout, out, emb, desc, mcfg, cfg, init, text, folds_p
         test = [i for i, k in enumerate(folds["fold"]) if k == f]
         examples = TextExamples([folds["text"][i] for i in train],
                                 np.array([row_of[folds["code"][i]] for i in train], np.int64))
+        task = TextTask(text, examples, [folds["text"][i] for i in test], [folds["code"][i] for i in test])
         r = train_stage(f"{stage.name}_fold{f}", layout.sampling_index(stage.curriculum.name), emb, desc,
-                        out.stage_dir(f"{stage.name}_fold{f}"), mcfg, cfg, init_from=init, text=text,
-                        text_examples=examples, holdout_texts=[folds["text"][i] for i in test],
-                        holdout_codes=[folds["code"][i] for i in test])
+                        out.stage_dir(f"{stage.name}_fold{f}"), mcfg, cfg, init_from=init, text=task)
         if r.metrics:
             rows.append({"stage": f"{stage.name}_fold{f}", "curriculum": stage.curriculum.name,
                          "epochs": cfg.epochs, **r.metrics})

@@ -14,9 +14,10 @@ def test_graphed_step_matches_the_eager_step():
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     n, dim = 60, 8
-    module = NaicsContrastive(ModelConfig(text_dim=dim, hidden_dim=16, embedding_dim=4).to_dict(), 1e-3, 0.0, 0.05,
-                              rng.normal(size=(n, 4, dim)).astype(np.float32), np.ones((n, 4), bool),
-                              rng.integers(2, 7, n)).cuda().eval()   # eval: no gating noise, same values
+    module = NaicsContrastive(model_cfg=ModelConfig(text_dim=dim, hidden_dim=16, embedding_dim=4).to_dict(),
+                              learning_rate=1e-3, weight_decay=0.0, warmup_fraction=0.05,
+                              channels=rng.normal(size=(n, 4, dim)).astype(np.float32), present=np.ones((n, 4), bool),
+                              levels=rng.integers(2, 7, n)).cuda().eval()   # eval: no gating noise, same values
     batch = {"anchor": torch.arange(32, device="cuda"), "positive": torch.arange(32, device="cuda") + 1,
              "negatives": torch.randint(34, n, (32, 5), device="cuda")}
 

@@ -320,19 +320,19 @@ def test_ddp_ranks_chain_stages(prepared, tmp_path):
 def test_text_alignment_stage_learns_to_place_entries_at_their_code(prepared, tmp_path):
     """A text stage on the generated tree (hashing features, frozen): the held-out entries' nearest
     6-digit code gets better than before the stage, and model.pt carries what classify needs."""
-    from naics_pipeline.training.text_alignment import TextConfig
+    from naics_pipeline.training.text_alignment import TextConfig, TextTask
 
     layout, desc, emb = prepared
     idx = layout.sampling_index("all")
     base = train_stage("s1", idx, emb, desc, tmp_path / "s1", SMALL, cfg(epochs=4), log=lambda m: None)
-    holdout = pq.read_table(layout.index_holdout)
+    holdout = pq.read_table(layout.index_holdout).column("entry").to_pylist()
     emb.save(layout.text_embeddings)
+    task = TextTask.of_index(TextConfig(hidden_dim=32), desc, emb, holdout)
     text = train_stage("s2", idx, emb, desc, layout.stage_dir("stage_text"), SMALL, cfg(epochs=12, learning_rate=1e-2),
-                       init_from=base.model_path, log=lambda m: None, text=TextConfig(hidden_dim=32),
-                       holdout_texts=holdout.column("entry").to_pylist())
+                       init_from=base.model_path, log=lambda m: None, text=task, holdout_texts=holdout)
     losses = [h["train_text_loss"] for h in text.history]
     assert losses[-1] < 0.5 * losses[0]
-    assert text.metrics["text_retrieval"]["holdout_entries"] == holdout.num_rows
+    assert text.metrics["text_retrieval"]["holdout_entries"] == len(holdout)
     assert text.metrics["text_retrieval"]["top5_6digit"] >= text.metrics["retrieval"]["top5_6digit"]
     blob = torch.load(text.model_path, weights_only=False)
     assert {"text_head", "text_config"} <= set(blob) and "text_encoder" not in blob   # frozen: no encoder copy
@@ -341,20 +341,20 @@ def test_text_alignment_stage_learns_to_place_entries_at_their_code(prepared, tm
 
     clf = TextClassifier.load(layout.root, "stage_text")
     scored = np.load(layout.stage_dir("stage_text") / "points.npz")["holdout_queries"]
-    assert np.allclose(clf.query_points(holdout.column("entry").to_pylist()), scored, atol=1e-6)
+    assert np.allclose(clf.query_points(holdout), scored, atol=1e-6)
 
 
 def test_text_alignment_can_fine_tune_the_encoder(prepared, tmp_path):
     """The GPU path on the CPU: MiniLM itself is trained (its weights move and land in model.pt)."""
-    from naics_pipeline.training.text_alignment import TextConfig
+    from naics_pipeline.training.text_alignment import TextConfig, TextTask
 
     layout, desc, _ = prepared
     holdout = pq.read_table(layout.index_holdout)
     emb = build_text_embeddings(desc, holdout, "minilm")
+    entries = holdout.column("entry").to_pylist()
+    task = TextTask.of_index(TextConfig(encoder="finetune", hidden_dim=16, max_tokens=16), desc, emb, entries)
     r = train_stage("t", layout.sampling_index("all"), emb, desc, tmp_path / "t", SMALL,
-                    cfg(epochs=1, batch_size=16), log=lambda m: None,
-                    text=TextConfig(encoder="finetune", hidden_dim=16, max_tokens=16),
-                    holdout_texts=holdout.column("entry").to_pylist())
+                    cfg(epochs=1, batch_size=16), log=lambda m: None, text=task, holdout_texts=entries)
     blob = torch.load(r.model_path, weights_only=False)
     from naics_pipeline.encoders import make_encoder
     before = make_encoder("minilm").model.state_dict()

@@ -2,7 +2,9 @@
 
 A stage reads its curriculum's sampling index and the cached text embeddings, starts from the
 previous stage's weights, checkpoints every epoch (a killed stage resumes from last.ckpt when rerun
-with the same settings), and writes model.pt plus evaluation metrics.
+with the same settings), and writes model.pt plus evaluation metrics. `train_stage` builds the run
+(`_start`: fingerprint and resume), the module (`_module`), the data and the trainer, and fits; the
+`StageExport` callback scores the stage and writes its files when the fit ends.
 """
 from __future__ import annotations
 
@@ -27,13 +29,7 @@ from naics_pipeline.training.datamodule import PairDataModule
 from naics_pipeline.training.evaluation import evaluate_embeddings, exclusion_references, retrieval_accuracy
 from naics_pipeline.training.model import ModelConfig, NaicsEmbedder
 from naics_pipeline.training.module import EpochHistory, NaicsContrastive, exclusion_tensors
-from naics_pipeline.training.text_alignment import (
-    TextAlignmentModule,
-    TextConfig,
-    TextExamples,
-    TextSide,
-    leaf_hardness,
-)
+from naics_pipeline.training.text_alignment import TextAlignmentModule, TextConfig, TextSide, TextTask, leaf_hardness
 
 COLLAPSE_THRESHOLD = 0.2  # the guide: load_balancing_loss > 0.2 means MoE mode collapse
 
@@ -88,30 +84,61 @@ class StageResult:
     config: dict = field(default_factory=dict)
 
 
+@dataclass
+class StageRun:
+    """What one stage reads and where it writes: built once, read by the module, the export and the result."""
+    stage: str
+    out_dir: Path
+    index: SamplingIndex
+    embeddings: TextEmbeddings
+    descriptions: pa.Table
+    model_cfg: ModelConfig
+    cfg: TrainConfig                    # resolved for the device
+    on_gpu: bool
+    text: TextTask | None
+    holdout_texts: list[str] | None     # the held-out index entries (scored, never trained on)
+    fingerprint: str = ""
+    resume: bool = False
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def levels(self) -> np.ndarray:
+        return self.descriptions.column("level").to_numpy().astype(np.int64)
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.out_dir / "checkpoints" / "last.ckpt"
+
+
 def uses_gpu(accelerator: str) -> bool:
     return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-
-
-
-def _fingerprint(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _file_hash(path: Path | None) -> str | None:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path and Path(path).exists() else None
 
 
-def _resume_state(out_dir: Path, fingerprint: str) -> bool:
-    """Resume only an interrupted run of the same settings; a finished one is retrained from scratch."""
-    run_file, last = out_dir / "run.json", out_dir / "checkpoints" / "last.ckpt"
+def _start(run: StageRun, init_from: Path | None) -> StageRun:
+    """The run's fingerprint (everything that decides its result) and whether to resume: only an
+    interrupted run of the same fingerprint resumes; a finished one is retrained from scratch."""
+    text = run.text
+    parts = (run.model_cfg.to_dict(), asdict(run.cfg), run.index.meta, _file_hash(init_from), run.embeddings.encoder,
+             asdict(text.config) if text else None, len(text.examples.texts) if text else None)
+    fingerprint = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    run_file = run.out_dir / "run.json"
     previous = json.loads(run_file.read_text()) if run_file.is_file() else {}
-    resume = last.is_file() and previous.get("fingerprint") == fingerprint and not previous.get("complete")
+    resume = (run.last_checkpoint.is_file() and previous.get("fingerprint") == fingerprint
+              and not previous.get("complete"))
     if not resume:
-        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
-        (out_dir / "history.json").unlink(missing_ok=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(run.out_dir / "checkpoints", ignore_errors=True)
+        (run.out_dir / "history.json").unlink(missing_ok=True)
+    run.out_dir.mkdir(parents=True, exist_ok=True)
     run_file.write_text(json.dumps({"fingerprint": fingerprint, "complete": False}))
-    return resume
+    return replace(run, fingerprint=fingerprint, resume=resume)
+
+
+def _loggers(out_dir: Path) -> list:
+    return [L.pytorch.loggers.CSVLogger(str(out_dir), name="logs")]
 
 
 def _trainer(cfg: TrainConfig, out_dir: Path, callbacks: list) -> L.Trainer:
@@ -122,37 +149,39 @@ def _trainer(cfg: TrainConfig, out_dir: Path, callbacks: list) -> L.Trainer:
         **({"train_time_interval": timedelta(seconds=every)} if every else {"every_n_epochs": 1}))
     return L.Trainer(
         max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
-        precision=cfg.precision, default_root_dir=str(out_dir),
-        logger=L.pytorch.loggers.CSVLogger(str(out_dir), name="logs"),
+        precision=cfg.precision, default_root_dir=str(out_dir), logger=_loggers(out_dir),
         callbacks=[EpochHistory(out_dir / "history.json"), *callbacks, checkpoint],
         enable_progress_bar=cfg.progress_bar, num_sanity_val_steps=0, log_every_n_steps=10,
         enable_model_summary=False, deterministic=False)
 
 
-def _evaluate(model: NaicsEmbedder, embeddings: TextEmbeddings, descriptions: pa.Table, levels: np.ndarray,
-              curvature: float, holdout_texts: list[str] | None) -> dict:
-    points, routing = embed_all(model, embeddings, levels)
-    metrics = {**evaluate_embeddings(points, descriptions, curvature), **routing}
-    metrics["moe_collapse"] = routing["load_balancing_loss"] > COLLAPSE_THRESHOLD
-    if len(embeddings.holdout_codes):
-        q = np.zeros((len(embeddings.holdout), 4, embeddings.holdout.shape[1]), np.float32)
-        q[:, 0] = embeddings.holdout
-        present = np.zeros((len(q), 4), bool)
-        present[:, 0] = True
-        metrics["retrieval"] = retrieval_accuracy(embed_queries(model, q, present), embeddings.holdout_codes,
-                                                  points, descriptions, curvature, holdout_texts)
-    return metrics
+def _module(run: StageRun, init_from: Path | None, text_cache: Path | None, log) -> NaicsContrastive:
+    """The stage's LightningModule, from `init_from`'s weights unless it resumes. The exclusion hinge
+    follows the curriculum: the guide keeps exclusions out of the stages without bucket 8."""
+    cfg, emb = run.cfg, run.embeddings
+    with_exclusions = 8 in run.index.meta["curriculum"]["difficulty_buckets"] and cfg.exclusion_weight > 0
+    links = exclusion_references(run.descriptions)
+    hierarchy = dict(
+        model_cfg=run.model_cfg.to_dict(), learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
+        warmup_fraction=cfg.warmup_fraction, channels=emb.channels, present=emb.present, levels=run.levels,
+        exclusions=exclusion_tensors(links, np.ones(len(links[0]), bool)) if with_exclusions else None,
+        exclusion_weight=cfg.exclusion_weight, exclusion_margin=cfg.exclusion_margin)
+    if run.text is None:
+        module = NaicsContrastive(**hierarchy, cuda_graphs=cfg.cuda_graphs)
+    else:
+        module = _text_module(hierarchy, run, text_cache, log)
+    if init_from is not None and not run.resume:
+        module.model.load_state_dict(load_model(init_from)[0].state_dict())
+        log(f"{run.stage}: starting from {init_from}")
+    return module
 
 
-def _text_module(common: tuple, common_kw: dict, text: TextConfig, index: SamplingIndex, descriptions: pa.Table,
-                 encoder_name: str, on_gpu: bool, log, examples: TextExamples | None = None,
-                 text_cache: Path | None = None) -> tuple[TextAlignmentModule, int]:
-    """The text-alignment module over the kept index entries and 6-digit titles (never the held-out),
-    or over `examples` (a cross-validation fold)."""
+def _text_module(hierarchy: dict, run: StageRun, text_cache: Path | None, log) -> TextAlignmentModule:
+    """The text-alignment module over the task's training texts (never the held-out)."""
+    text, examples, encoder_name = run.text.config, run.text.examples, run.embeddings.encoder
     if text.encoder == "auto":
-        text = replace(text, encoder="finetune" if on_gpu and encoder_name.startswith("minilm") else "frozen")
-    examples = examples or TextExamples.from_descriptions(descriptions)
-    leaves, hardness = leaf_hardness(descriptions)
+        text = replace(text, encoder="finetune" if run.on_gpu and encoder_name.startswith("minilm") else "frozen")
+    leaves, hardness = leaf_hardness(run.descriptions)
     leaf_of_row = {int(r): j for j, r in enumerate(leaves)}
     if text.encoder == "finetune":
         if not encoder_name.startswith("minilm"):
@@ -166,11 +195,10 @@ def _text_module(common: tuple, common_kw: dict, text: TextConfig, index: Sampli
         log(f"text features: {stats['encoded']:,} texts encoded, {stats['reused']:,} reused from the cache")
         side = TextSide(features=features)
     log(f"text alignment: {len(examples.texts):,} texts of {len(leaves):,} codes, {trained_weights(text)}")
-    module = TextAlignmentModule(*common, **common_kw, text_cfg=asdict(text), text_side=side, leaves=leaves,
-                                 text_leaf=np.array([leaf_of_row[int(r)] for r in examples.code_index]),
-                                 leaf_hardness=hardness,
-                                 allocation={int(h): n for h, n in index.meta["allocation"].items()})
-    return module, len(examples.texts)
+    return TextAlignmentModule(**hierarchy, text_cfg=asdict(text), text_side=side, leaves=leaves,
+                               text_leaf=np.array([leaf_of_row[int(r)] for r in examples.code_index]),
+                               leaf_hardness=hardness,
+                               allocation={int(h): n for h, n in run.index.meta["allocation"].items()})
 
 
 def trained_weights(text: TextConfig | None) -> str:
@@ -194,79 +222,89 @@ def text_queries(module: TextAlignmentModule, texts: list[str], features: np.nda
     return module.queries(torch.as_tensor(features, device=module.device).float()).cpu().numpy()
 
 
-def train_stage(stage: str, index_dir: Path, embeddings: TextEmbeddings, descriptions: pa.Table, out_dir: Path,
-                model_cfg: ModelConfig, train_cfg: TrainConfig, init_from: Path | None = None,
-                log=print, callbacks: list | None = None, text: TextConfig | None = None,
-                holdout_texts: list[str] | None = None, text_examples: TextExamples | None = None,
-                holdout_codes: list[str] | None = None, text_cache: Path | None = None) -> StageResult:
-    """Train one stage; with `text`, a text-alignment stage (see training.text_alignment), scored on
-    `holdout_texts` (the held-out index entries; with `holdout_codes`, any texts and their codes)."""
-    t0 = time.perf_counter()
-    on_gpu = uses_gpu(train_cfg.accelerator)
-    cfg = train_cfg.resolved(on_gpu)
-    out_dir = Path(out_dir)
-    index = SamplingIndex(index_dir)
-    levels = descriptions.column("level").to_numpy().astype(np.int64)
-    if embeddings.codes != descriptions.column("code").to_pylist():
-        raise ValueError("text embeddings do not match naics_descriptions: rematerialize text_embeddings")
-    fingerprint = _fingerprint(model_cfg.to_dict(), asdict(cfg), index.meta, _file_hash(init_from),
-                               embeddings.encoder, asdict(text) if text else None,
-                               len(text_examples.texts) if text_examples else None)
-    resume = _resume_state(out_dir, fingerprint)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    # The guide keeps exclusions out of early stages: the hinge follows the curriculum's bucket 8.
-    with_exclusions = 8 in index.meta["curriculum"]["difficulty_buckets"] and cfg.exclusion_weight > 0
-    links = exclusion_references(descriptions)
-    common = (model_cfg.to_dict(), cfg.learning_rate, cfg.weight_decay, cfg.warmup_fraction,
-              embeddings.channels, embeddings.present, levels)
-    common_kw = {"exclusions": exclusion_tensors(links, np.ones(len(links[0]), bool)) if with_exclusions else None,
-                 "exclusion_weight": cfg.exclusion_weight, "exclusion_margin": cfg.exclusion_margin}
-    text_count = 0
-    if text is not None:
-        module, text_count = _text_module(common, common_kw, text, index, descriptions, embeddings.encoder,
-                                          on_gpu, log, text_examples, text_cache)
-    else:
-        module = NaicsContrastive(*common, **common_kw, cuda_graphs=cfg.cuda_graphs)
-    if init_from is not None and not resume:
-        module.model.load_state_dict(load_model(init_from)[0].state_dict())
-        log(f"{stage}: starting from {init_from}")
-    data = PairDataModule(index, cfg.batch_size, cfg.seed, cfg.max_pairs_per_epoch, cfg.val_fraction, text_count)
-    trainer = _trainer(cfg, out_dir, callbacks or [])
-    log(f"{stage}: {len(data.train_ids):,} train / {len(data.val_ids):,} val pairs, batch {cfg.batch_size}, "
-        f"{cfg.epochs} epochs, precision {cfg.precision}, exclusion hinge={module.use_exclusions}, resume={resume}")
-    trainer.fit(module, datamodule=data, ckpt_path=str(out_dir / "checkpoints" / "last.ckpt") if resume else None)
-    history = module.history or EpochHistory.read(out_dir / "history.json")  # ddp_spawn trains in children
-    model_path = out_dir / "model.pt"
-    metrics: dict = {}
-    if trainer.is_global_zero:
-        model = module.model.float()
-        entries = None if holdout_codes else holdout_texts
-        metrics = _evaluate(model, embeddings, descriptions, levels, model_cfg.curvature, entries)
+def _evaluate(model: NaicsEmbedder, embeddings: TextEmbeddings, descriptions: pa.Table, levels: np.ndarray,
+              curvature: float, holdout_texts: list[str] | None) -> dict:
+    points, routing = embed_all(model, embeddings, levels)
+    metrics = {**evaluate_embeddings(points, descriptions, curvature), **routing}
+    metrics["moe_collapse"] = routing["load_balancing_loss"] > COLLAPSE_THRESHOLD
+    if len(embeddings.holdout_codes):
+        q = np.zeros((len(embeddings.holdout), 4, embeddings.holdout.shape[1]), np.float32)
+        q[:, 0] = embeddings.holdout
+        present = np.zeros((len(q), 4), bool)
+        present[:, 0] = True
+        metrics["retrieval"] = retrieval_accuracy(embed_queries(model, q, present), embeddings.holdout_codes,
+                                                  points, descriptions, curvature, holdout_texts)
+    return metrics
+
+
+class StageExport(L.Callback):
+    """When the fit ends, rank zero scores the stage and writes model.pt, points.npz, metrics.json and a
+    complete run.json, and removes the checkpoints. Every rank then waits for it: under `ddp` each rank
+    goes on to the next stage, which loads this model.pt. (Under ddp_spawn this runs in the workers.)"""
+
+    def __init__(self, run: StageRun):
+        self.run = run
+
+    def on_fit_end(self, trainer: L.Trainer, module: NaicsContrastive) -> None:
+        if trainer.is_global_zero:
+            self.export(module)
+        trainer.strategy.barrier("naics_model_written")
+
+    def export(self, module: NaicsContrastive) -> None:
+        run, emb, desc = self.run, self.run.embeddings, self.run.descriptions
+        model, curvature = module.model.float(), run.model_cfg.curvature
+        metrics = _evaluate(model, emb, desc, run.levels, curvature, run.holdout_texts)
         metrics["trained_weights"] = trained_weights(getattr(module, "text_cfg", None))
-        if module.graphed_loss is not None:   # None when eager, in a text stage, in ddp_spawn's parent
+        if module.graphed_loss is not None:   # None when eager or in a text stage
             metrics["cuda_graph_shapes"] = [list(map(list, key)) for key in module.graphed_loss.captured()]
-        extra, points = {}, embed_all(model, embeddings, levels)[0]
+        extra, points = {}, embed_all(model, emb, run.levels)[0]
         arrays = {"points": points}   # the codes' coordinates (and the held-out entries'), for later scoring
-        if text is not None:
-            extra = module.text_state()
-            features = None if holdout_codes else embeddings.holdout
-            queries = text_queries(module.float(), holdout_texts or [], features, embeddings.encoder)
-            metrics["text_retrieval"] = retrieval_accuracy(queries, holdout_codes or embeddings.holdout_codes, points,
-                                                           descriptions, model_cfg.curvature, holdout_texts)
+        if run.text is not None:
+            extra, t = module.text_state(), run.text
+            queries = text_queries(module.float(), t.test_texts, t.test_features, emb.encoder)
+            metrics["text_retrieval"] = retrieval_accuracy(queries, t.test_codes, points, desc, curvature, t.test_texts)
             arrays["holdout_queries"] = queries
-        np.savez(out_dir / "points.npz", **arrays)
+        np.savez(run.out_dir / "points.npz", **arrays)
+        history = module.history
         last_row = history[-1] if history else {}
         metrics.update(final_train_loss=last_row.get("train_loss"), final_val_loss=last_row.get("val_loss"),
-                       seconds=time.perf_counter() - t0)
-        save_model(model_path, {"state_dict": model.state_dict(), "model_config": model_cfg.to_dict(),
-                                "train_config": asdict(cfg), "stage": stage, "metrics": metrics,
-                                "history": history, "codes": embeddings.codes, "encoder": embeddings.encoder,
-                                **extra})
-        (out_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, "history": history},
-                                                         indent=2, default=float))
-        (out_dir / "run.json").write_text(json.dumps({"fingerprint": fingerprint, "complete": True}))
-        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
-    # Under `ddp` every rank runs this function: the others must not start the next stage (which loads
-    # this model.pt) before rank 0 has written it. A no-op without a process group (ddp_spawn's parent).
-    trainer.strategy.barrier("naics_model_written")
-    return StageResult(stage, model_path, metrics, history, time.perf_counter() - t0, resume, asdict(cfg))
+                       seconds=time.perf_counter() - run.started)
+        save_model(run.out_dir / "model.pt", {
+            "state_dict": model.state_dict(), "model_config": run.model_cfg.to_dict(), "train_config": asdict(run.cfg),
+            "stage": run.stage, "metrics": metrics, "history": history, "codes": emb.codes, "encoder": emb.encoder,
+            **extra})
+        (run.out_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, "history": history},
+                                                             indent=2, default=float))
+        (run.out_dir / "run.json").write_text(json.dumps({"fingerprint": run.fingerprint, "complete": True}))
+        shutil.rmtree(run.out_dir / "checkpoints", ignore_errors=True)
+
+
+def _result(run: StageRun, trainer: L.Trainer, module: NaicsContrastive) -> StageResult:
+    """What the stage wrote, on rank zero (under ddp_spawn the workers wrote it); {} metrics elsewhere."""
+    written = json.loads((run.out_dir / "metrics.json").read_text()) if trainer.is_global_zero else {}
+    history = module.history or EpochHistory.read(run.out_dir / "history.json")   # ddp_spawn trains in workers
+    return StageResult(run.stage, run.out_dir / "model.pt", written.get("metrics", {}), history,
+                       time.perf_counter() - run.started, run.resume, asdict(run.cfg))
+
+
+def train_stage(stage: str, index_dir: Path, embeddings: TextEmbeddings, descriptions: pa.Table, out_dir: Path,
+                model_cfg: ModelConfig, train_cfg: TrainConfig, *, init_from: Path | None = None,
+                text: TextTask | None = None, holdout_texts: list[str] | None = None,
+                text_cache: Path | None = None, log=print, callbacks: list | None = None) -> StageResult:
+    """Train one stage from `init_from`'s weights; with `text`, a text-alignment stage (training.text_alignment).
+    `holdout_texts` are the held-out index entries the code model is scored on."""
+    if embeddings.codes != descriptions.column("code").to_pylist():
+        raise ValueError("text embeddings do not match naics_descriptions: rematerialize text_embeddings")
+    on_gpu = uses_gpu(train_cfg.accelerator)
+    run = _start(StageRun(stage, Path(out_dir), SamplingIndex(index_dir), embeddings, descriptions, model_cfg,
+                          train_cfg.resolved(on_gpu), on_gpu, text, holdout_texts), init_from)
+    cfg = run.cfg
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = _module(run, init_from, text_cache, log)
+    data = PairDataModule(run.index, cfg.batch_size, cfg.seed, cfg.max_pairs_per_epoch, cfg.val_fraction,
+                          len(text.examples.texts) if text else 0)
+    trainer = _trainer(cfg, run.out_dir, [*(callbacks or []), StageExport(run)])
+    log(f"{stage}: {len(data.train_ids):,} train / {len(data.val_ids):,} val pairs, batch {cfg.batch_size}, "
+        f"{cfg.epochs} epochs, precision {cfg.precision}, exclusion hinge={module.use_exclusions}, resume={run.resume}")
+    trainer.fit(module, datamodule=data, ckpt_path=str(run.last_checkpoint) if run.resume else None)
+    return _result(run, trainer, module)

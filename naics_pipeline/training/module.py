@@ -28,13 +28,15 @@ def exclusion_tensors(links, keep: np.ndarray) -> dict[str, np.ndarray]:
 
 
 class NaicsContrastive(L.LightningModule):
-    def __init__(self, model_cfg: dict, learning_rate: float, weight_decay: float, warmup_fraction: float,
+    # Constructor arguments kept out of hparams (data, not settings); a subclass extends the tuple.
+    not_hyperparameters = ("channels", "present", "levels", "exclusions")
+
+    def __init__(self, *, model_cfg: dict, learning_rate: float, weight_decay: float, warmup_fraction: float,
                  channels: np.ndarray, present: np.ndarray, levels: np.ndarray,
                  exclusions: dict[str, np.ndarray] | None = None, exclusion_weight: float = 0.0,
                  exclusion_margin: float = 0.1, cuda_graphs: bool = False):
         super().__init__()
-        self.save_hyperparameters(ignore=["channels", "present", "levels", "exclusions", "text_side", "leaves",
-                                          "text_leaf", "leaf_hardness"])
+        self.save_hyperparameters(ignore=list(self.not_hyperparameters))
         self.cfg = ModelConfig(**model_cfg)
         self.model = NaicsEmbedder(self.cfg)
         self.register_buffer("channels", torch.as_tensor(channels, dtype=torch.float32), persistent=False)

@@ -57,6 +57,39 @@ class TextExamples:
         return TextExamples([t for t, k in zip(self.texts, keep) if k], self.code_index[keep])
 
 
+@dataclass
+class TextConfig:
+    """The text side of a text-alignment stage."""
+    encoder: str = "frozen"            # frozen: the encoder's features + a trained head; finetune: the encoder too
+    hidden_dim: int = 1024
+    temperature: float = 0.05
+    weight: float = 1.0                # text terms vs the hierarchy InfoNCE that keeps the codes' geometry
+    hard_weight: float = 0.5           # InfoNCE against the hardness-drawn negatives, vs the all-leaf term
+    encoder_learning_rate: float = 3e-5
+    max_tokens: int = 32
+    # True: the codes also move towards their texts (measured on an H200: 6-digit top-1 0.781 against
+    # 0.713 with them fixed, NDCG@10 0.949 against 0.962); False: the text terms see the codes detached.
+    move_codes: bool = True
+
+
+@dataclass
+class TextTask:
+    """A text-alignment stage's config, the texts it trains on and the texts it is scored on (never
+    trained on) with their codes."""
+    config: TextConfig
+    examples: TextExamples
+    test_texts: list[str]
+    test_codes: list[str]
+    test_features: np.ndarray | None = None   # the frozen encoder's vectors of test_texts, when known
+
+    @classmethod
+    def of_index(cls, config: TextConfig, descriptions: pa.Table, embeddings, holdout_texts: list[str]) -> TextTask:
+        """The pipeline's: trained on the kept index entries and 6-digit titles, scored on the held-out
+        entries (naics_index_holdout, whose vectors text_embeddings holds)."""
+        return cls(config, TextExamples.from_descriptions(descriptions), list(holdout_texts),
+                   embeddings.holdout_codes, embeddings.holdout)
+
+
 def leaf_hardness(descriptions: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     """(leaf row indexes, (L, L) hardness of leaf n as a negative for a text of leaf y).
 
@@ -130,21 +163,6 @@ def text_losses(queries: torch.Tensor, leaf_points: torch.Tensor, target: torch.
     return ce, hard
 
 
-@dataclass
-class TextConfig:
-    """The text side of a text-alignment stage."""
-    encoder: str = "frozen"            # frozen: the encoder's features + a trained head; finetune: the encoder too
-    hidden_dim: int = 1024
-    temperature: float = 0.05
-    weight: float = 1.0                # text terms vs the hierarchy InfoNCE that keeps the codes' geometry
-    hard_weight: float = 0.5           # InfoNCE against the hardness-drawn negatives, vs the all-leaf term
-    encoder_learning_rate: float = 3e-5
-    max_tokens: int = 32
-    # True: the codes also move towards their texts (measured on an H200: 6-digit top-1 0.781 against
-    # 0.713 with them fixed, NDCG@10 0.949 against 0.962); False: the text terms see the codes detached.
-    move_codes: bool = True
-
-
 class TextSide(nn.Module):
     """Texts -> sentence embeddings: precomputed frozen features, or the encoder being fine-tuned."""
 
@@ -170,9 +188,11 @@ class TextSide(nn.Module):
 class TextAlignmentModule(NaicsContrastive):
     """The hierarchy InfoNCE of the stage's curriculum (it keeps the codes' geometry) plus the text terms."""
 
-    def __init__(self, *args, text_cfg: dict, text_side: TextSide, leaves: np.ndarray, text_leaf: np.ndarray,
-                 leaf_hardness: np.ndarray, allocation: dict[int, int], **kwargs):
-        super().__init__(*args, **kwargs)
+    not_hyperparameters = (*NaicsContrastive.not_hyperparameters, "text_side", "leaves", "text_leaf", "leaf_hardness")
+
+    def __init__(self, *, text_cfg: dict, text_side: TextSide, leaves: np.ndarray, text_leaf: np.ndarray,
+                 leaf_hardness: np.ndarray, allocation: dict[int, int], **hierarchy):
+        super().__init__(**hierarchy)
         self.text_cfg = TextConfig(**text_cfg)
         self.text_side = text_side
         self.head = QueryHead(self.cfg.text_dim, self.text_cfg.hidden_dim, self.cfg.embedding_dim)

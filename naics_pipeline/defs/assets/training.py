@@ -45,18 +45,20 @@ def stage_asset(stage: Stage, previous: Stage | None) -> dg.AssetsDefinition:
     def _asset(context: dg.AssetExecutionContext, storage: StorageResource,
                training: TrainingResource) -> dg.MaterializeResult:
         from naics_pipeline.training.loop import COLLAPSE_THRESHOLD, train_stage  # torch: imported when run
-        from naics_pipeline.training.text_alignment import TextConfig
+        from naics_pipeline.training.text_alignment import TextConfig, TextTask
 
         layout = storage.layout
         init = layout.stage_dir(previous.name) / "model.pt" if previous else None
         if init is not None and not init.is_file():
             raise FileNotFoundError(f"{previous.name} has no checkpoint at {init}: materialize it first")
+        embeddings, descriptions = TextEmbeddings.load(layout.text_embeddings), pq.read_table(layout.descriptions)
+        holdout_texts = pq.read_table(layout.index_holdout).column("entry").to_pylist()
         text = None
         if stage.text is not None:
-            text = TextConfig(**{**stage.text, **({"encoder": training.text_encoder} if training.text_encoder else {})})
-        holdout_texts = pq.read_table(layout.index_holdout).column("entry").to_pylist()
-        result = train_stage(stage.name, layout.sampling_index(stage.curriculum.name),
-                             TextEmbeddings.load(layout.text_embeddings), pq.read_table(layout.descriptions),
+            chosen = {"encoder": training.text_encoder} if training.text_encoder else {}
+            config = TextConfig(**{**stage.text, **chosen})
+            text = TextTask.of_index(config, descriptions, embeddings, holdout_texts)
+        result = train_stage(stage.name, layout.sampling_index(stage.curriculum.name), embeddings, descriptions,
                              layout.stage_dir(stage.name), model_config(training), _train_config(training, stage),
                              init_from=init, log=context.log.info, text=text, holdout_texts=holdout_texts,
                              text_cache=layout.text_cache)
