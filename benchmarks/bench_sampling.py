@@ -25,7 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from naics_pipeline.curricula.config import MIX_MODES, load_curricula  # noqa: E402
-from naics_pipeline.curricula.sampling import Sampler, SamplingIndex, mix_report, simulate_epoch  # noqa: E402
+from naics_pipeline.curricula.mix_report import mix_report, simulate_epoch  # noqa: E402
+from naics_pipeline.curricula.sampler import Sampler  # noqa: E402
+from naics_pipeline.curricula.sampling_index import SamplingIndex  # noqa: E402
 from naics_pipeline.settings import BY_ENV, REPO_ROOT  # noqa: E402
 
 SOURCE = Path(__file__).resolve().parents[2] / "shared" / "naics" / "2022"
@@ -35,7 +37,7 @@ BATCH = 4096
 def build_all(root: Path, names: list[str] | None) -> dict[str, tuple[Path, float]]:
     import pyarrow.parquet as pq
 
-    from naics_pipeline.curricula.sampling import build_index
+    from naics_pipeline.curricula.index_builder import build_index
     from naics_pipeline.data import pipeline
     from naics_pipeline.layout import Layout
 

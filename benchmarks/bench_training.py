@@ -34,7 +34,7 @@ COLUMNS = [("seconds", "s"), ("final_train_loss", "train loss"), ("final_val_los
 
 
 def prepare(root: Path, encoder: str, curricula: Path) -> None:
-    from naics_pipeline.curricula.sampling import build_index
+    from naics_pipeline.curricula.index_builder import build_index
     from naics_pipeline.data import pipeline
 
     layout = Layout(root)

@@ -29,19 +29,28 @@ PHASES = ["sampling", "host->device copy", "MoE forward", "loss", "backward", "o
 
 
 def _imports():
-    """The pipeline's modules, from the layout of this checkout or of the one before issue 10."""
+    """The pipeline's modules, from this checkout's layout or an older one's (the profile compares checkouts)."""
     try:
-        from naics_pipeline.curricula.sampling import Sampler, SamplingIndex
+        from naics_pipeline.curricula.sampler import Sampler
+        from naics_pipeline.curricula.sampling_index import SamplingIndex
         from naics_pipeline.encoders import TextEmbeddings
         from naics_pipeline.training.evaluation import exclusion_references
-        from naics_pipeline.training.model import ModelConfig, NaicsEmbedder, exclusion_hinge, info_nce
+        from naics_pipeline.training.losses import exclusion_hinge, info_nce
+        from naics_pipeline.training.model import ModelConfig, NaicsEmbedder
         from naics_pipeline.training.module import exclusion_tensors
     except ImportError:
-        from naics_pipeline.evaluation import exclusion_references
-        from naics_pipeline.model import ModelConfig, NaicsEmbedder, exclusion_hinge, info_nce
-        from naics_pipeline.sampling import Sampler, SamplingIndex
-        from naics_pipeline.text_encoder import TextEmbeddings
-        from naics_pipeline.training import exclusion_tensors
+        try:
+            from naics_pipeline.curricula.sampling import Sampler, SamplingIndex
+            from naics_pipeline.text.encoder import TextEmbeddings
+            from naics_pipeline.training.evaluation import exclusion_references
+            from naics_pipeline.training.model import ModelConfig, NaicsEmbedder, exclusion_hinge, info_nce
+            from naics_pipeline.training.module import exclusion_tensors
+        except ImportError:
+            from naics_pipeline.evaluation import exclusion_references
+            from naics_pipeline.model import ModelConfig, NaicsEmbedder, exclusion_hinge, info_nce
+            from naics_pipeline.sampling import Sampler, SamplingIndex
+            from naics_pipeline.text_encoder import TextEmbeddings
+            from naics_pipeline.training import exclusion_tensors
     return (Sampler, SamplingIndex, TextEmbeddings, exclusion_references, ModelConfig, NaicsEmbedder,
             exclusion_hinge, info_nce, exclusion_tensors)
 
@@ -106,9 +115,9 @@ def main() -> None:
         with autocast:
             points, lb, _ = model(channels, present, levels)
         mark(3)
-        loss = info_nce(points, a, p, n, cfg.curvature, cfg.temperature) + cfg.load_balancing_coef * lb
+        loss = info_nce(points, a, p, n, c=cfg.curvature, temperature=cfg.temperature) + cfg.load_balancing_coef * lb
         return loss + exclusion_hinge(points, ex["ex_code"], ex["ex_excluded"], ex["ex_ref"], ex["ex_mask"],
-                                      cfg.curvature, 0.1)
+                                      c=cfg.curvature, margin=0.1)
 
     if args.graph:
         # The pipeline's own graphed step (training/cuda_graphs.py) over a module that owns `model`.

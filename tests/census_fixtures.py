@@ -140,7 +140,7 @@ def prepared_store(tmp: Path):
     import pyarrow.parquet as pq
 
     from naics_pipeline.curricula.config import parse_curriculum
-    from naics_pipeline.curricula.sampling import build_index
+    from naics_pipeline.curricula.index_builder import build_index
     from naics_pipeline.data import pipeline
     from naics_pipeline.encoders import build_text_embeddings
     from naics_pipeline.layout import Layout

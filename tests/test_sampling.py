@@ -8,18 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from naics_pipeline.curricula.config import parse_curriculum
-from naics_pipeline.curricula.sampling import (
-    HARDNESS,
-    MIX_TOLERANCE,
-    UNIT,
-    Sampler,
-    SamplingError,
-    SamplingIndex,
-    build_index,
-    cumulative_bounds,
-    fallback_takes,
-    simulate_epoch,
-)
+from naics_pipeline.curricula.index_builder import build_index
+from naics_pipeline.curricula.mix_plan import MIX_TOLERANCE, UNIT, SamplingError, cumulative_bounds, fallback_takes
+from naics_pipeline.curricula.mix_report import simulate_epoch
+from naics_pipeline.curricula.sampler import Sampler
+from naics_pipeline.curricula.sampling_index import HARDNESS, SamplingIndex
 from naics_pipeline.data import pipeline
 from naics_pipeline.data.descriptions import is_lineal
 from naics_pipeline.data.triplets import triplets_sql

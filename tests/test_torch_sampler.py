@@ -4,7 +4,9 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from naics_pipeline.curricula.sampling import HARDNESS, MIX_TOLERANCE, Sampler
+from naics_pipeline.curricula.mix_plan import MIX_TOLERANCE
+from naics_pipeline.curricula.sampler import Sampler
+from naics_pipeline.curricula.sampling_index import HARDNESS
 from naics_pipeline.curricula.torch_sampler import TorchSampler
 from tests.test_sampling import curriculum, dense, expand, make_index  # noqa: F401 (fixture)
 

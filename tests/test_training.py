@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from naics_pipeline.curricula.config import parse_curriculum
-from naics_pipeline.curricula.sampling import build_index
+from naics_pipeline.curricula.index_builder import build_index
 from naics_pipeline.data.distances import distance_matrix, tree_arrays
 from naics_pipeline.encoders import build_text_embeddings
 from naics_pipeline.training import model as model_module
@@ -22,14 +22,8 @@ from naics_pipeline.training.loop import TrainConfig, train_stage
 from naics_pipeline.training.lorentz import distance as lorentz_distance
 from naics_pipeline.training.lorentz import expmap0
 from naics_pipeline.training.lorentz import inner as lorentz_inner
-from naics_pipeline.training.model import (
-    ModelConfig,
-    MoEFusion,
-    NaicsEmbedder,
-    exclusion_hinge,
-    info_nce,
-    load_balancing_loss,
-)
+from naics_pipeline.training.losses import exclusion_hinge, info_nce, load_balancing_loss
+from naics_pipeline.training.model import ModelConfig, MoEFusion, NaicsEmbedder
 from tests.census_fixtures import prepared_store
 
 SMALL = ModelConfig(hidden_dim=32, embedding_dim=8)
@@ -59,8 +53,8 @@ def test_points_lie_on_the_hyperboloid(c):
     assert (points[:, 0] > 0).all()
     # distance from the origin equals the tangent norm: d(o, exp_o(v)) = |v|
     v = torch.tensor([[0.3, 0.4, 0.0]])
-    origin = expmap0(torch.zeros(1, 3), c)
-    assert torch.allclose(lorentz_distance(origin, expmap0(v, c), c), torch.tensor([0.5]), atol=1e-4)
+    origin = expmap0(torch.zeros(1, 3), c=c)
+    assert torch.allclose(lorentz_distance(origin, expmap0(v, c=c), c=c), torch.tensor([0.5]), atol=1e-4)
 
 
 def test_load_balancing_loss_is_minimal_for_uniform_routing():
@@ -130,19 +124,19 @@ def test_cpu_embedder_folds_the_layer_norm_into_the_experts_with_the_same_gradie
 
 
 def test_info_nce_prefers_a_closer_positive():
-    points = expmap0(torch.tensor([[0.0, 0.0], [0.1, 0.0], [2.0, 0.0], [0.0, 2.0]]), 1.0)
-    good = info_nce(points, torch.tensor([0]), torch.tensor([1]), torch.tensor([[2, 3]]), 1.0, 0.1)
-    bad = info_nce(points, torch.tensor([0]), torch.tensor([2]), torch.tensor([[1, 3]]), 1.0, 0.1)
+    points = expmap0(torch.tensor([[0.0, 0.0], [0.1, 0.0], [2.0, 0.0], [0.0, 2.0]]), c=1.0)
+    good = info_nce(points, torch.tensor([0]), torch.tensor([1]), torch.tensor([[2, 3]]), c=1.0, temperature=0.1)
+    bad = info_nce(points, torch.tensor([0]), torch.tensor([2]), torch.tensor([[1, 3]]), c=1.0, temperature=0.1)
     assert good < 0.01 < bad
 
 
 def test_exclusion_hinge_pushes_only_unseparated_links():
     # code 0 at the origin; siblings 1, 2 at distance 1; excluded codes 3 (at 0.5) and 4 (at 3).
     tangent = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-0.5, 0.0], [0.0, -3.0]], requires_grad=True)
-    points = expmap0(tangent.double(), 1.0)
+    points = expmap0(tangent.double(), c=1.0)
     ref, mask = torch.tensor([[1, 2], [1, 2]]), torch.ones(2, 2, dtype=torch.bool)
-    far = exclusion_hinge(points, torch.tensor([0]), torch.tensor([4]), ref[:1], mask[:1], 1.0, 0.1)
-    near = exclusion_hinge(points, torch.tensor([0]), torch.tensor([3]), ref[:1], mask[:1], 1.0, 0.1)
+    far = exclusion_hinge(points, torch.tensor([0]), torch.tensor([4]), ref[:1], mask[:1], c=1.0, margin=0.1)
+    near = exclusion_hinge(points, torch.tensor([0]), torch.tensor([3]), ref[:1], mask[:1], c=1.0, margin=0.1)
     assert float(far) == 0.0 and float(near) == pytest.approx(1.1 - 0.5, abs=1e-6)
     near.backward()
     assert tangent.grad[3, 0] > 0              # a descent step moves the excluded code away from 0 ...
@@ -184,7 +178,7 @@ def test_evaluation_references_follow_the_table(prepared):
 
 
 def test_validation_embeds_the_codes_once_per_epoch(prepared):
-    from naics_pipeline.curricula.sampling import SamplingIndex
+    from naics_pipeline.curricula.sampling_index import SamplingIndex
     from naics_pipeline.training.datamodule import PairDataModule
 
     layout, _, _ = prepared

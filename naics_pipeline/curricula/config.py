@@ -17,7 +17,7 @@ KEYS = {"name", "description", "positive_levels", "positive_distance_min", "posi
 REQUIRED = {"name", "positive_levels", "difficulty_buckets", "bucket_percentages", "k_negatives"}
 # How bucket_percentages is read. per_pair (the guide's): each pair splits its K negatives by the
 # shares, a bucket short of candidates falls back to easier levels. global: the shares hold over the
-# epoch's negatives, pairs being drawn by the buckets they can supply (see curricula/sampling.py).
+# epoch's negatives, pairs being drawn by the buckets they can supply (see curricula/mix_plan.py).
 MIX_MODES = ("per_pair", "global")
 
 

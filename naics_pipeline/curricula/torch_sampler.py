@@ -1,6 +1,6 @@
 """The sampling index held on a torch device, drawing batches there with no host synchronisation.
 
-Same semantics as `sampling.Sampler` (both read `SamplingIndex.plan(mode)`): the same candidate
+Same semantics as `sampler.Sampler` (both read `SamplingIndex.plan(mode)`): the same candidate
 set per (pair, bucket) with the pair's excluded codes skipped, the same takes per bucket (per_pair:
 the fallback takes; global: the fixed-point bounds rounded by one random offset per row), one
 stratified position per slice of each bucket (distinct negatives), an epoch of len(pairs) pair ids
@@ -18,7 +18,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from naics_pipeline.curricula.sampling import PAIR_UNIT, UNIT, SamplingIndex, epoch_weights_fixed
+from naics_pipeline.curricula.mix_plan import PAIR_UNIT, UNIT, epoch_weights_fixed
+from naics_pipeline.curricula.sampling_index import SamplingIndex
 
 SENTINEL = torch.iinfo(torch.int64).max  # closes skip_keys so searchsorted never sees an empty list
 

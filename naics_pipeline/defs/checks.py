@@ -58,7 +58,3 @@ def triplets_consistent(storage: StorageResource):
     layout = storage.layout
     return _result(quality.triplets_consistent(layout.triplets, pq.read_table(layout.descriptions)))
 
-
-DATA_CHECKS = [descriptions_row_counts, descriptions_unique_codes, descriptions_parents_exist,
-               descriptions_excluded_codes_exist, graph_is_naics_tree, distances_consistent,
-               triplets_consistent]

@@ -7,13 +7,8 @@ import dagster as dg
 
 from naics_pipeline import settings
 from naics_pipeline.data.fingerprint import changed_roles, fingerprint_source
-from naics_pipeline.defs.jobs import DATA_GROUPS
+from naics_pipeline.defs.jobs import refresh_selection
 from naics_pipeline.defs.resources import AutomationResource, SourceResource
-
-
-def refresh_selection(retrain: bool) -> dg.AssetSelection:
-    groups = (*DATA_GROUPS, "curricula") + (("training", "evaluation") if retrain else ())
-    return dg.AssetSelection.groups(*groups)
 
 
 @dg.sensor(name="naics_source_sensor", job_name="refresh_job",
@@ -41,7 +36,7 @@ def naics_source_sensor(context: dg.SensorEvaluationContext, source: SourceResou
     if automation.retrain_on_change:
         keys = None  # the whole refresh_job
     else:
-        keys = sorted(refresh_selection(False).resolve(context.repository_def.asset_graph), key=str)
+        keys = sorted(refresh_selection(retrain=False).resolve(context.repository_def.asset_graph), key=str)
     vintage = current.get("vintage", "")
     if "vintage" in changed:  # a new NAICS revision: every file is new, and so is the official shape
         context.log.info(f"NAICS vintage changed: {previous.get('vintage')} -> {vintage}")

@@ -1,1 +1,2 @@
-"""Text encoders and the per-code channel embeddings."""
+"""Free text -> NAICS codes: `TextClassifier` (classify) and the text baselines; above training, whose
+trained stages it loads through training.checkpoint."""

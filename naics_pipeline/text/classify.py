@@ -61,7 +61,7 @@ def query_mapper(model, blob: dict) -> QueryMapper:
         @torch.no_grad()
         def through_head(channels, present, level):
             radius = model.level_radius(torch.tensor([6]))
-            return head(torch.as_tensor(channels[:, 0]).float(), radius, cfg["curvature"]).numpy()
+            return head(torch.as_tensor(channels[:, 0]).float(), radius, c=cfg["curvature"]).numpy()
         return through_head
     from naics_pipeline.training.checkpoint import embed_queries
 
@@ -152,7 +152,7 @@ class TextClassifier:
         if not len(candidates):
             raise ClassifyError(f"no codes of level {level}; levels are 2 to 6")
         k = min(k, len(candidates))
-        dist = pairwise_distance(query_points, self.points[candidates], self.curvature)
+        dist = pairwise_distance(query_points, self.points[candidates], c=self.curvature)
         top = np.argpartition(dist, k - 1, axis=1)[:, :k]
         top = np.take_along_axis(top, np.argsort(np.take_along_axis(dist, top, axis=1), axis=1), axis=1)
         logits = -dist / self.temperature

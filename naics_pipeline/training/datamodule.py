@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from naics_pipeline.curricula.sampling import SamplingIndex
+from naics_pipeline.curricula.sampling_index import SamplingIndex
 
 
 def split_pairs(index: SamplingIndex, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

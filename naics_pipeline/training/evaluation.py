@@ -143,7 +143,7 @@ def tree_calibration(tree: np.ndarray, t: TreeArrays) -> dict:
 
 
 def evaluate_embeddings(points: np.ndarray, descriptions: pa.Table, c: float) -> dict:
-    return evaluate_distances(lorentz.pairwise_distance(points, points, c), descriptions)
+    return evaluate_distances(lorentz.pairwise_distance(points, points, c=c), descriptions)
 
 
 @dataclass(frozen=True)
@@ -276,7 +276,7 @@ def retrieval_accuracy(query_points: np.ndarray, query_codes: list[str], points:
         return {}
     codes = np.array(descriptions.column("code").to_pylist())
     six = np.nonzero(descriptions.column("level").to_numpy() == 6)[0]
-    dist = lorentz.pairwise_distance(query_points, points[six], c)
+    dist = lorentz.pairwise_distance(query_points, points[six], c=c)
     top = np.argpartition(dist, max(TOP_K), axis=1)[:, :max(TOP_K)]
     top = np.take_along_axis(top, np.argsort(np.take_along_axis(dist, top, axis=1), axis=1), axis=1)
     return text_accuracy(codes[six][top], query_codes, descriptions, entries)

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from naics_pipeline.curricula.sampling import SamplingIndex
+from naics_pipeline.curricula.sampling_index import SamplingIndex
 from naics_pipeline.encoders import TextEmbeddings, encode_texts, make_encoder
 from naics_pipeline.settings import ByDevice, config_field, for_device
 from naics_pipeline.training.checkpoint import embed_all, embed_queries, load_model, save_model

@@ -1,4 +1,5 @@
-"""Hyperbolic Mixture-of-Experts embedding model (plain torch).
+"""Hyperbolic Mixture-of-Experts embedding model and the text query head (plain torch, architecture
+only: the losses are in training.losses).
 
 text channels (4 x D) + level --> MoE fusion (top-2 gating, load-balancing loss) --> tangent vector
 --> exponential map at the origin of the Lorentz hyperboloid {x : <x, x>_L = -1/c, x0 > 0}.
@@ -13,6 +14,7 @@ from torch import nn
 
 from naics_pipeline.settings import config_field
 from naics_pipeline.training import lorentz
+from naics_pipeline.training.losses import load_balancing_loss
 
 N_LEVELS = 5  # NAICS levels 2..6
 ROUTER_DIM = 16
@@ -41,16 +43,6 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-# ---------------------------------------------------------------------------------------------
-
-def load_balancing_loss(probs: torch.Tensor, top1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Switch-style balance E * sum_e f_e * P_e - 1, with f_e the share of top-1 routes (no gradient)
-    and P_e the mean gate probability: 0 for uniform routing, E - 1 when one expert takes all."""
-    num_experts = probs.shape[-1]
-    f = F.one_hot(top1, num_experts).float().mean(0)
-    return num_experts * (f.detach() * probs.mean(0)).sum() - 1.0, f
 
 
 class _AffineLinear(torch.autograd.Function):
@@ -170,7 +162,7 @@ class NaicsEmbedder(nn.Module):
             tangent = tangent.double()
             if self.radius_steps is not None:
                 tangent = F.normalize(tangent, dim=-1) * self.level_radius(level).double().unsqueeze(-1)
-            points = lorentz.expmap0(tangent, self.cfg.curvature)
+            points = lorentz.expmap0(tangent, c=self.cfg.curvature)
         return points, lb, usage
 
 
@@ -182,28 +174,6 @@ class QueryHead(nn.Module):
         self.net = nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, hidden), nn.GELU(),
                                  nn.Linear(hidden, embedding_dim))
 
-    def forward(self, features: torch.Tensor, radius: torch.Tensor, c: float) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, radius: torch.Tensor, *, c: float) -> torch.Tensor:
         direction = F.normalize(self.net(features).double(), dim=-1)
-        return lorentz.expmap0(direction * radius.double(), c)
-
-
-def info_nce(points: torch.Tensor, anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor,
-             c: float, temperature: float) -> torch.Tensor:
-    """Hyperbolic InfoNCE: -log softmax over [-d(a, p), -d(a, n_1..K)] / temperature, positive first."""
-    a = points[anchor].unsqueeze(1)                                      # (B, 1, d+1)
-    others = torch.cat([points[positive].unsqueeze(1), points[negatives]], dim=1)   # (B, 1+K, d+1)
-    logits = -lorentz.distance(a, others, c) / temperature
-    target = torch.zeros(len(anchor), dtype=torch.long, device=points.device)
-    return F.cross_entropy(logits, target)
-
-
-def exclusion_hinge(points: torch.Tensor, code: torch.Tensor, excluded: torch.Tensor, ref: torch.Tensor,
-                    mask: torch.Tensor, c: float, margin: float) -> torch.Tensor:
-    """Mean of relu(1 + margin - d(code, excluded) / r) over exclusion links, with r the code's mean
-    distance to its reference codes (siblings, else parent). r is detached: the hinge moves the
-    excluded pair apart instead of pulling the siblings together, which would bend the tree."""
-    a = points[code]
-    d = lorentz.distance(a, points[excluded], c)
-    to_ref = lorentz.distance(a.unsqueeze(1), points[ref], c)
-    r = (to_ref * mask).sum(1) / mask.sum(1)
-    return F.relu(1.0 + margin - d / r.detach().clamp_min(1e-6)).mean()
+        return lorentz.expmap0(direction * radius.double(), c=c)

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from naics_pipeline.training.cuda_graphs import GraphedTrainLoss
-from naics_pipeline.training.model import ModelConfig, NaicsEmbedder, exclusion_hinge, info_nce
+from naics_pipeline.training.losses import exclusion_hinge, info_nce
+from naics_pipeline.training.model import ModelConfig, NaicsEmbedder
 
 
 def exclusion_tensors(links, keep: np.ndarray) -> dict[str, np.ndarray]:
@@ -70,12 +71,12 @@ class NaicsContrastive(L.LightningModule):
                          train: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss to minimise and its logged parts (InfoNCE, load balancing, the hinge in training)."""
         nce = info_nce(points, batch["anchor"], batch["positive"], batch["negatives"],
-                       self.cfg.curvature, self.cfg.temperature)
+                       c=self.cfg.curvature, temperature=self.cfg.temperature)
         loss = nce + self.cfg.load_balancing_coef * lb
         parts = {"loss": nce, "load_balancing_loss": lb}
         if train and self.use_exclusions:
             ex = exclusion_hinge(points, self.ex_code, self.ex_excluded, self.ex_ref, self.ex_mask,
-                                 self.cfg.curvature, self.hparams.exclusion_margin)
+                                 c=self.cfg.curvature, margin=self.hparams.exclusion_margin)
             loss = loss + self.hparams.exclusion_weight * ex
             parts["exclusion_loss"] = ex
         return loss, parts

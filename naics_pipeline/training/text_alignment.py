@@ -17,12 +17,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pyarrow as pa
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from naics_pipeline.data.descriptions import exclusion_pairs
 from naics_pipeline.data.distances import distance_matrix, tree_arrays
-from naics_pipeline.training import lorentz
+from naics_pipeline.training.losses import text_losses
 from naics_pipeline.training.model import QueryHead
 from naics_pipeline.training.module import NaicsContrastive
 
@@ -152,17 +151,6 @@ class LeafNegatives:
         return torch.gather(self.order[leaf], 1, self.slot_start[leaf] + offset), self.slot_bucket[leaf]
 
 
-def text_losses(queries: torch.Tensor, leaf_points: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor,
-                c: float, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cross-entropy over every leaf, InfoNCE against the drawn hard negatives) for queries (B, d+1),
-    leaf points (L, d+1), true leaf positions (B,) and negative leaf positions (B, K)."""
-    logits = -lorentz.pairwise_distance(queries, leaf_points, c) / temperature          # (B, L)
-    ce = F.cross_entropy(logits, target)
-    picked = torch.cat([target.unsqueeze(1), negatives], dim=1)
-    hard = F.cross_entropy(torch.gather(logits, 1, picked), torch.zeros_like(target))
-    return ce, hard
-
-
 class TextSide(nn.Module):
     """Texts -> sentence embeddings: precomputed frozen features, or the encoder being fine-tuned."""
 
@@ -205,7 +193,7 @@ class TextAlignmentModule(NaicsContrastive):
 
     def queries(self, features: torch.Tensor) -> torch.Tensor:
         radius = self.leaf_radius() if self.text_cfg.move_codes else self.leaf_radius().detach()
-        return self.head(features, radius, self.cfg.curvature)
+        return self.head(features, radius, c=self.cfg.curvature)
 
     def on_fit_start(self):
         self.negatives = LeafNegatives(self._hardness, self._allocation, self.device)
@@ -220,7 +208,7 @@ class TextAlignmentModule(NaicsContrastive):
         negatives, _ = self.negatives.draw(target, batch["text_generator"])
         leaves = points[self.leaves] if self.text_cfg.move_codes else points[self.leaves].detach()
         ce, hard = text_losses(self.queries(self.text_side(idx)), leaves, target, negatives,
-                               self.cfg.curvature, self.text_cfg.temperature)
+                               c=self.cfg.curvature, temperature=self.text_cfg.temperature)
         self.accumulate(f"{stage}_text_loss", ce)
         self.accumulate(f"{stage}_text_hard_loss", hard)
         return loss + self.text_cfg.weight * ((1 - self.text_cfg.hard_weight) * ce + self.text_cfg.hard_weight * hard)

@@ -7,7 +7,8 @@ import pyarrow.parquet as pq
 
 from naics_pipeline import settings
 from naics_pipeline.curricula.config import Curriculum, curriculum_warnings, load_curricula
-from naics_pipeline.curricula.sampling import HARDNESS, INDEX_VERSION, SamplingIndex, build_index
+from naics_pipeline.curricula.index_builder import build_index
+from naics_pipeline.curricula.sampling_index import HARDNESS, INDEX_VERSION, SamplingIndex
 from naics_pipeline.defs.assets.source import OWNERS
 from naics_pipeline.defs.resources import StorageResource
 from naics_pipeline.report.plots import bar_chart, markdown_image
