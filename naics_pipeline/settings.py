@@ -92,7 +92,9 @@ SETTINGS: list[Setting] = [
             "MoE load-balancing coefficient (the guide's default; raise on collapse)"),
     Setting("NAICS_EXCLUSION_WEIGHT", "training", "exclusion_weight", 1.0, float,
             "weight of the exclusion hinge in stages whose curriculum has bucket 8; `0` turns it off"),
-    Setting("NAICS_EXCLUSION_MARGIN", "training", "exclusion_margin", 0.1, float, "margin of the exclusion hinge"),
+    Setting("NAICS_EXCLUSION_MARGIN", "training", "exclusion_margin", 0.1, float,
+            "margin of the exclusion hinge: an excluded code should sit at least (1 + margin) x the code's mean "
+            "sibling distance away"),
     Setting("NAICS_CUDA_GRAPHS", "training", "cuda_graphs", True, bool,
             "on a GPU, replay each hierarchy step's forward and backward as a CUDA graph (measured 3.4x "
             "faster steps); `0`: eager"),
