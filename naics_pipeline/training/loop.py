@@ -24,6 +24,7 @@ from naics_pipeline.storage import atomic_path
 from naics_pipeline.text.encoder import TextEmbeddings, encode_texts, make_encoder
 from naics_pipeline.training.datamodule import PairDataModule
 from naics_pipeline.training.evaluation import evaluate_embeddings, exclusion_references, retrieval_accuracy
+from naics_pipeline.training.experiment_log import CurriculumMixLog, stage_loggers
 from naics_pipeline.training.model import ModelConfig, NaicsEmbedder
 from naics_pipeline.training.module import EpochHistory, NaicsContrastive, exclusion_tensors
 from naics_pipeline.training.text_alignment import (
@@ -154,8 +155,8 @@ def _trainer(cfg: TrainConfig, out_dir: Path, callbacks: list) -> L.Trainer:
     return L.Trainer(
         max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
         precision=cfg.precision, default_root_dir=str(out_dir),
-        logger=L.pytorch.loggers.CSVLogger(str(out_dir), name="logs"),
-        callbacks=[EpochHistory(out_dir / "history.json"), *callbacks, checkpoint],
+        logger=stage_loggers(out_dir, asdict(cfg)),   # CSV and TensorBoard (training.experiment_log)
+        callbacks=[EpochHistory(out_dir / "history.json"), CurriculumMixLog(), *callbacks, checkpoint],
         enable_progress_bar=cfg.progress_bar, num_sanity_val_steps=0, log_every_n_steps=10,
         enable_model_summary=False, deterministic=False)
 

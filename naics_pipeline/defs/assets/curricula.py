@@ -9,6 +9,7 @@ from naics_pipeline import settings
 from naics_pipeline.curricula.config import Curriculum, curriculum_warnings, load_curricula
 from naics_pipeline.curricula.sampling import HARDNESS, INDEX_VERSION, SamplingIndex, build_index
 from naics_pipeline.defs.assets.source import OWNERS
+from naics_pipeline.defs.placement import CATALOG_POOL
 from naics_pipeline.defs.resources import StorageResource
 from naics_pipeline.report.plots import bar_chart, markdown_image
 from naics_pipeline.report.tables import mix_markdown
@@ -45,7 +46,7 @@ def shortfall_warnings(meta: dict, pairs: int) -> list[str]:
 def sampling_index_asset(c: Curriculum) -> dg.AssetsDefinition:
     @dg.asset(name=sampling_index_key(c.name).path[0], group_name="curricula",
               deps=["naics_triplets", "naics_distances", "naics_descriptions"],
-              kinds={"parquet", "numpy"}, owners=OWNERS, code_version=_code_version(c),
+              kinds={"parquet", "numpy"}, owners=OWNERS, code_version=_code_version(c), pool=CATALOG_POOL,
               description=f"Sampling index for curriculum {c.name} ({c.path.name if c.path else ''}, mix {c.mix}): "
                           f"filtered (anchor, positive) pairs and candidate negatives per hardness bucket.")
     def _asset(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
