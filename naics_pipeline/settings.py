@@ -80,7 +80,7 @@ SETTINGS: list[Setting] = [
             "curriculum YAMLs and `stages.yaml` (read when definitions load: one asset per YAML)"),
     Setting("NAICS_EXECUTOR", "definitions", "executor", "in_process", str,
             "how a run executes its steps: `in_process` (one process), `multiprocess` (a process per step: a "
-            "crashed step is retried, pools hold across runs; deploy/), `k8s` (a Kubernetes Job per step, "
+            "killed step is retried by its retry policy; deploy/), `k8s` (a Kubernetes Job per step, "
             "dagster-k8s; the training steps carry the GPU settings below)"),
     Setting("NAICS_K8S_TRAINING_GPUS", "definitions", "k8s_training_gpus", 1, int,
             "`nvidia.com/gpu` limit of each training step's pod (k8s executor only; `0`: no GPU)"),

@@ -231,36 +231,56 @@ def run_log(d, run_id: str) -> str:
 
 # --- the tests -------------------------------------------------------------------------------------------
 def test_materialize_button_run_is_queued_dequeued_by_the_daemon_and_succeeds(deployment):
+    """The Materialize button of stage_1, clicked twice: two queued runs (the second is the pool test's)."""
     d = deployment
-    run_id, status = materialize(d, "stage_1")
-    assert status == "QUEUED"                                    # the QueuedRunCoordinator took it
-    assert wait_run(d, run_id) == "SUCCESS", run_log(d, run_id)
-    stored = events(d, run_id)
-    kinds = [e["type"] for e in stored]
-    assert kinds.index("PIPELINE_ENQUEUED") < kinds.index("PIPELINE_STARTING") < kinds.index("PIPELINE_START") \
-        < kinds.index("PIPELINE_SUCCESS"), kinds
+    launched = [materialize(d, "stage_1") for _ in range(2)]
+    assert [status for _, status in launched] == ["QUEUED", "QUEUED"]   # the QueuedRunCoordinator took them
+    d.gpu_runs = [run_id for run_id, _ in launched]
+    assert [wait_run(d, r) for r in d.gpu_runs] == ["SUCCESS", "SUCCESS"], [run_log(d, r) for r in d.gpu_runs]
+    for run_id in d.gpu_runs:
+        kinds = [e["type"] for e in events(d, run_id)]
+        assert kinds.index("PIPELINE_ENQUEUED") < kinds.index("PIPELINE_STARTING") < kinds.index("PIPELINE_START") \
+            < kinds.index("PIPELINE_SUCCESS"), kinds
+        assert materializations(d, run_id) == ["stage_1"]
     # Nothing but the daemon dequeues: its QueuedRunCoordinatorDaemon says so.
-    assert re.search(r"QueuedRunCoordinatorDaemon - \S*INFO\S* - Launched 1 runs", (d.logs / "daemon.log").read_text())
-    assert materializations(d, run_id) == ["stage_1"]
+    assert re.search(r"QueuedRunCoordinatorDaemon - \S*INFO\S* - Launched \d runs", (d.logs / "daemon.log").read_text())
     # From a fresh instance the never-built upstream ran first, in a run of its own, also in Postgres.
     [(child,)] = sql(d.url, "SELECT run_id FROM run_tags JOIN runs USING (run_id) WHERE key = "
-                            "'naics/needed_by_run' AND value = %s", run_id)
+                            "'naics/needed_by_run' AND value IN %s", tuple(d.gpu_runs))
     assert "naics_triplets" in materializations(d, child)
     # The stage's TensorBoard log: the metadata points at it, and it holds losses, mix and hyperparameters.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    [materialized] = events(d, run_id, "ASSET_MATERIALIZATION")
+    [materialized] = events(d, d.gpu_runs[0], "ASSET_MATERIALIZATION")
     logdir = Path(materialized["event"].asset_materialization.metadata["tensorboard"].path)
     assert logdir == d.store / "training" / "stage_1" / "tensorboard"
-    [version] = logdir.iterdir()
-    acc = EventAccumulator(str(version))
+    versions = sorted(logdir.iterdir())
+    assert [v.name for v in versions] == ["version_0", "version_1"]      # one per training of the stage
+    acc = EventAccumulator(str(versions[-1]))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
     history = json.loads((d.store / "training" / "stage_1" / "history.json").read_text())  # what the plots read
     per_epoch = set(history[-1]) - {"epoch"}
     assert "train_loss" in per_epoch and per_epoch | {"curriculum/realized_mix/hardness_1"} <= tags, tags
     assert acc.Scalars("curriculum/requested_mix/hardness_1")[0].value > 0
-    assert "train/batch_size: 64" in (version / "hparams.yaml").read_text()
+    assert "train/batch_size: 64" in (versions[-1] / "hparams.yaml").read_text()
+
+
+def test_two_training_runs_share_the_gpu_pool_one_step_at_a_time(deployment):
+    """The two stage_1 runs of the test above, both launched at once with the `gpu` pool at limit 1."""
+    d = deployment
+    runs = getattr(d, "gpu_runs", None)
+    if not runs:
+        pytest.fail("the runs are launched by test_materialize_button_run_is_queued_dequeued_by_the_daemon_...")
+
+    def span(run_id: str, step: str | None, start: str, end: str) -> tuple[float, float]:
+        found = {e["type"]: e["at"] for e in events(d, run_id, start, end) if e["step"] == step}
+        return found[start].timestamp(), found[end].timestamp()
+    steps = sorted(span(r, "stage_1", "STEP_START", "STEP_SUCCESS") for r in runs)
+    assert steps[0][1] <= steps[1][0], steps                       # the training steps never overlap
+    # ...though both runs were submitted before the first step finished: the later one waited for the slot.
+    enqueued = [e["at"].timestamp() for r in runs for e in events(d, r, "PIPELINE_ENQUEUED")]
+    assert max(enqueued) < steps[0][1], (enqueued, steps)
 
 
 SENSOR_TICKS = """query($s: SensorSelector!) { sensorOrError(sensorSelector: $s) { ... on Sensor {
@@ -324,19 +344,3 @@ def test_sigkilled_training_step_is_retried_and_resumes_from_its_checkpoint(depl
 
 def wait_done(d, run_id: str) -> bool:
     return gql(d.port, RUN, {"id": run_id})["runOrError"]["status"] in DONE
-
-
-def test_two_training_runs_share_the_gpu_pool_one_step_at_a_time(deployment):
-    d = deployment
-    runs = [materialize(d, "stage_1")[0] for _ in range(2)]
-    assert [wait_run(d, r) for r in runs] == ["SUCCESS", "SUCCESS"], [run_log(d, r) for r in runs]
-
-    def span(run_id: str, step: str | None, start: str, end: str) -> tuple[float, float]:
-        found = {e["type"]: e["at"] for e in events(d, run_id, start, end) if e["step"] == step}
-        return found[start].timestamp(), found[end].timestamp()
-    steps = sorted(span(r, "stage_1", "STEP_START", "STEP_SUCCESS") for r in runs)
-    assert steps[0][1] <= steps[1][0], steps                       # the training steps never overlap
-    # ...though both runs were submitted before the first step finished: the later one waited for the slot.
-    enqueued = [e["at"].timestamp() for r in runs for e in events(d, r, "PIPELINE_ENQUEUED")]
-    assert max(enqueued) < steps[0][1], (enqueued, steps)
-
