@@ -11,7 +11,7 @@ ifneq ($(wildcard $(SHARED_NAICS)/*.xlsx),)
 export NAICS_SOURCE ?= $(SHARED_NAICS)
 endif
 
-.PHONY: setup lint demo test data dev bench clean clean-all
+.PHONY: setup lint demo test data dev bench tensorboard clean clean-all
 
 setup: $(VENV)/.installed
 
@@ -63,6 +63,12 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_data.py
+
+# Every stage's TensorBoard log (losses, metrics per epoch, the curriculum's mix, hyperparameters), under
+# <storage root>/training/<stage>/tensorboard/. TENSORBOARD_PORT=6006 by default.
+TENSORBOARD_PORT ?= 6006
+tensorboard: setup
+	$(BIN)/tensorboard --logdir "$$($(BIN)/python -c 'from naics_pipeline.settings import storage_root; print(storage_root() / "training")')" --port $(TENSORBOARD_PORT)
 
 # Keeps data/text_cache: MiniLM vectors by encoder version and text hash, which take 3 to 4 minutes to
 # rebuild on two cores and never go stale (a changed text has another hash). `make clean-all` drops it too.

@@ -3,12 +3,15 @@ from pathlib import Path
 
 import dagster as dg
 
+from naics_pipeline.defs.placement import executor
+
 
 def build_defs() -> dg.Definitions:
     return dg.Definitions.merge(
         dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
-        # One process: steps are I/O- and DuckDB-bound and each would otherwise pay ~3 s of start-up.
-        dg.Definitions(executor=dg.in_process_executor),
+        # One process by default: steps are I/O- and DuckDB-bound and each would otherwise pay ~3 s of
+        # start-up. NAICS_EXECUTOR=multiprocess or k8s for a deployment (deploy/, defs/placement.py).
+        dg.Definitions(executor=executor()),
     )
 
 

@@ -107,6 +107,22 @@ SETTINGS: list[Setting] = [
             "how often the source sensor fingerprints the source (read when definitions load)"),
     Setting("NAICS_CURRICULA_DIR", "definitions", "curricula_dir", str(REPO_ROOT / "curricula"), str,
             "curriculum YAMLs and `stages.yaml` (read when definitions load: one asset per YAML)"),
+    Setting("NAICS_EXECUTOR", "definitions", "executor", "in_process", str,
+            "how a run executes its steps: `in_process` (one process), `multiprocess` (a process per step: a "
+            "killed step is retried by its retry policy; deploy/), `k8s` (a Kubernetes Job per step, "
+            "dagster-k8s; the training steps carry the GPU settings below)"),
+    Setting("NAICS_K8S_TRAINING_GPUS", "definitions", "k8s_training_gpus", 1, int,
+            "`nvidia.com/gpu` limit of each training step's pod (k8s executor only; `0`: no GPU)"),
+    Setting("NAICS_K8S_TRAINING_NODE_SELECTOR", "definitions", "k8s_training_node_selector",
+            '{"nvidia.com/gpu.present": "true"}', str,
+            "JSON node selector of the training steps' pods (k8s executor only; the default is the label of "
+            "NVIDIA's GPU operator)"),
+    Setting("NAICS_K8S_TRAINING_TOLERATIONS", "definitions", "k8s_training_tolerations",
+            '[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]', str,
+            "JSON list of tolerations of the training steps' pods (k8s executor only)"),
+    Setting("NAICS_K8S_TRAINING_IMAGE", "definitions", "k8s_training_image", None, str,
+            "image of the training steps' pods, e.g. the CUDA build of the Dockerfile (k8s executor only); "
+            "default: the code location's image"),
 ]
 BY_ENV = {s.env: s for s in SETTINGS}
 

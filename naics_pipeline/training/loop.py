@@ -27,6 +27,7 @@ from naics_pipeline.settings import ByDevice, config_field, for_device
 from naics_pipeline.training.checkpoint import embed_all, embed_queries, load_model, save_model
 from naics_pipeline.training.datamodule import PairDataModule
 from naics_pipeline.training.evaluation import evaluate_embeddings, exclusion_references, retrieval_accuracy
+from naics_pipeline.training.experiment_log import CurriculumMixLog, stage_loggers
 from naics_pipeline.training.model import ModelConfig, NaicsEmbedder
 from naics_pipeline.training.module import EpochHistory, NaicsContrastive, exclusion_tensors
 from naics_pipeline.training.text_alignment import TextAlignmentModule, TextConfig, TextSide, TextTask, leaf_hardness
@@ -137,10 +138,6 @@ def _start(run: StageRun, init_from: Path | None) -> StageRun:
     return replace(run, fingerprint=fingerprint, resume=resume)
 
 
-def _loggers(out_dir: Path) -> list:
-    return [L.pytorch.loggers.CSVLogger(str(out_dir), name="logs")]
-
-
 def _trainer(cfg: TrainConfig, out_dir: Path, callbacks: list) -> L.Trainer:
     every = cfg.checkpoint_every_seconds
     # One file on disk: the latest checkpoint, with last.ckpt a link to it.
@@ -149,8 +146,9 @@ def _trainer(cfg: TrainConfig, out_dir: Path, callbacks: list) -> L.Trainer:
         **({"train_time_interval": timedelta(seconds=every)} if every else {"every_n_epochs": 1}))
     return L.Trainer(
         max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
-        precision=cfg.precision, default_root_dir=str(out_dir), logger=_loggers(out_dir),
-        callbacks=[EpochHistory(out_dir / "history.json"), *callbacks, checkpoint],
+        precision=cfg.precision, default_root_dir=str(out_dir),
+        logger=stage_loggers(out_dir, asdict(cfg)),   # CSV and TensorBoard (training.experiment_log)
+        callbacks=[EpochHistory(out_dir / "history.json"), CurriculumMixLog(), *callbacks, checkpoint],
         enable_progress_bar=cfg.progress_bar, num_sanity_val_steps=0, log_every_n_steps=10,
         enable_model_summary=False, deterministic=False)
 

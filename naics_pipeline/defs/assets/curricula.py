@@ -10,6 +10,7 @@ from naics_pipeline.curricula.config import Curriculum, curriculum_warnings, loa
 from naics_pipeline.curricula.index_builder import build_index
 from naics_pipeline.curricula.sampling_index import HARDNESS, INDEX_VERSION, SamplingIndex
 from naics_pipeline.defs.assets.source import OWNERS
+from naics_pipeline.defs.placement import CATALOG_POOL
 from naics_pipeline.defs.resources import StorageResource
 from naics_pipeline.report.plots import bar_chart, markdown_image
 from naics_pipeline.report.tables import mix_markdown
@@ -46,7 +47,7 @@ def shortfall_warnings(meta: dict, pairs: int) -> list[str]:
 def sampling_index_asset(c: Curriculum) -> dg.AssetsDefinition:
     @dg.asset(name=sampling_index_key(c.name).path[0], group_name="curricula",
               deps=["naics_triplets", "naics_distances", "naics_descriptions"],
-              kinds={"parquet", "numpy"}, owners=OWNERS, code_version=_code_version(c),
+              kinds={"parquet", "numpy"}, owners=OWNERS, code_version=_code_version(c), pool=CATALOG_POOL,
               description=f"Sampling index for curriculum {c.name} ({c.path.name if c.path else ''}, mix {c.mix}): "
                           f"filtered (anchor, positive) pairs and candidate negatives per hardness bucket.")
     def _asset(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:

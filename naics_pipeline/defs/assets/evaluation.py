@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 from naics_pipeline.curricula.config import Stage
 from naics_pipeline.defs.assets.source import OWNERS
 from naics_pipeline.defs.assets.training import stage_plan
+from naics_pipeline.defs.placement import CATALOG_POOL
 from naics_pipeline.defs.resources import StorageResource
 from naics_pipeline.encoders import TextEmbeddings
 from naics_pipeline.report.plots import bar_chart, markdown_image
@@ -17,7 +18,7 @@ from naics_pipeline.storage import write_catalog, write_parquet
 
 def _embeddings_asset(final: Stage) -> dg.AssetsDefinition:
     @dg.asset(name="naics_embeddings", deps=[final.name, "text_embeddings"], group_name="evaluation",
-              kinds={"parquet", "duckdb"}, owners=OWNERS, code_version="1")
+              kinds={"parquet", "duckdb"}, owners=OWNERS, code_version="1", pool=CATALOG_POOL)
     def naics_embeddings(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
         """Lorentz coordinates of every code from the final stage's model."""
         from naics_pipeline.training.checkpoint import embed_all, load_model  # torch: imported when the asset runs

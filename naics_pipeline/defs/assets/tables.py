@@ -6,6 +6,7 @@ import dagster as dg
 from naics_pipeline.data import pipeline
 from naics_pipeline.data.snapshot import load_snapshot
 from naics_pipeline.defs.assets.source import OWNERS
+from naics_pipeline.defs.placement import CATALOG_POOL
 from naics_pipeline.defs.resources import SourceResource, StorageResource
 from naics_pipeline.report.plots import bar_chart, markdown_image
 from naics_pipeline.report.tables import hardness_markdown
@@ -102,7 +103,7 @@ def naics_distances(context: dg.AssetExecutionContext, storage: StorageResource)
 
 
 @dg.asset(deps=["naics_distances", "naics_descriptions"], group_name="tables",
-          kinds={"parquet", "duckdb"}, owners=OWNERS, code_version="2")
+          kinds={"parquet", "duckdb"}, owners=OWNERS, code_version="2", pool=CATALOG_POOL)
 def naics_triplets(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """The full hardness-labelled triplet table: hardness 2..8 written as hive partitions, hardness 1 (the
     other-sector negatives, ~91% of the rows) served by a DuckDB view over three small input files.

@@ -7,6 +7,7 @@ from naics_pipeline import settings
 from naics_pipeline.curricula.config import Stage, load_plan, plan_warnings
 from naics_pipeline.defs.assets.curricula import sampling_index_key
 from naics_pipeline.defs.assets.source import OWNERS
+from naics_pipeline.defs.placement import GPU_POOL, TRAINING_RETRY, training_op_tags
 from naics_pipeline.defs.resources import StorageResource, TrainingResource
 from naics_pipeline.encoders import TextEmbeddings
 from naics_pipeline.report.plots import bar_chart, line_chart, markdown_image
@@ -39,7 +40,7 @@ def stage_asset(stage: Stage, previous: Stage | None) -> dg.AssetsDefinition:
     kind = "Text alignment (index entries -> their code)" if stage.text is not None else "Contrastive training"
 
     @dg.asset(name=stage.name, deps=deps, group_name="training", kinds={"pytorch"}, owners=OWNERS,
-              code_version="1",
+              code_version="1", pool=GPU_POOL, op_tags=training_op_tags(), retry_policy=TRAINING_RETRY,
               description=f"{kind} on curriculum {stage.curriculum.name} ({stage.epochs} epochs by "
                           f"default), starting from {previous.name if previous else 'random weights'}.")
     def _asset(context: dg.AssetExecutionContext, storage: StorageResource,
@@ -76,6 +77,7 @@ def stage_asset(stage: Stage, previous: Stage | None) -> dg.AssetsDefinition:
         usage = m.get("expert_usage", [])
         return dg.MaterializeResult(metadata={
             "checkpoint": dg.MetadataValue.path(str(result.model_path)),
+            "tensorboard": dg.MetadataValue.path(str(layout.stage_dir(stage.name) / "tensorboard")),  # make tensorboard
             "curriculum": stage.curriculum.name, "initialised_from": str(init) if init else "random",
             "resumed_from_checkpoint": result.resumed_from_checkpoint, "seconds": round(result.seconds, 1),
             "metrics": dg.MetadataValue.md(metrics_markdown(m)),
