@@ -123,7 +123,7 @@ def test_ui_first_visit(demo_run):
     assert "spearman" in stage and "ranking_vs_tree" in stage
     assert not LONG_DECIMAL.findall(stage), LONG_DECIMAL.findall(stage)
     index = ui_screenshots.page_text(f"{demo_run.base}/assets/sampling_index_03_stage_hard")
-    assert "Went to" in index, "the mix table is not shown inline"   # behind [Show Markdown] past 1,000 chars
+    assert "Negatives short" in index, "the mix table is not shown inline"   # behind [Show Markdown] past 1,000 chars
     assert not LONG_DECIMAL.findall(index), LONG_DECIMAL.findall(index)
     shots = ui_screenshots.take(demo_run.base, demo_run.tmp / "shots")
     assert all(p.stat().st_size > 20_000 for p in shots)

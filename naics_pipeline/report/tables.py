@@ -32,35 +32,35 @@ def hardness_markdown(counts: dict[int, int]) -> str:
     return "\n".join(lines + ["", GUIDE_NOTE])
 
 
-def _went_to(flows: dict) -> str:
-    """Where a bucket's missing negatives went: the three largest shares (of 1% or more)."""
+def _mostly_to(flows: dict) -> str:
+    """The level that took most of a bucket's missing negatives, with its share."""
     total = sum(flows.values())
     if not total:
         return "-"
-    shares = [(share, h) for share, h in sorted(((n / total, h) for h, n in flows.items()), reverse=True)
-              if share >= 0.01]
-    return ", ".join(f"{h}: {100 * share:.0f}%" for share, h in shares[:3]) + (", …" if len(shares) > 3 else "")
+    level = max(flows, key=flows.get)
+    return f"{level} ({100 * flows[level] / total:.0f}%)"
 
 
 def mix_markdown(meta: dict) -> str:
-    """A sampling index's requested vs realized mix (meta.json) and its shortfalls, narrow enough for the
-    asset page's metadata column."""
+    """A sampling index's requested vs realized mix (meta.json), then its shortfalls: two tables narrow
+    enough for the asset page's metadata column."""
     requested, realized = meta["requested_mix"], meta["realized_mix"]
     shortfalls, candidates, allocation = meta["shortfalls"], meta["candidates"], meta["allocation"]
-    short_is = "pairs short / negatives short" if meta["mix"] == "per_pair" else "negatives short"
-    lines = [f"Mix **{meta['mix']}**. K/pair: the per-pair split of K before fallback. Short: {short_is} per "
-             "epoch. Went to: the levels that took those negatives.", "",
-             "| H | Candidates | Requested | Realized | K/pair | Short | Went to |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+    lines = [f"Mix **{meta['mix']}** over one simulated epoch; K/pair: the per-pair split of K before fallback.",
+             "", "| Hardness | Candidates | Requested | Realized | K/pair |", "|---|---:|---:|---:|---:|"]
     for h in (str(h) for h in HARDNESS):
         if h in requested or h in realized:
-            short = shortfalls.get(h, {})
-            lost = f"{short['negatives_short']:,}" if short else "-"
-            if "pairs_short" in short:
-                lost = f"{short['pairs_short']:,} / {lost}"
             lines.append(f"| {h} | {candidates[h]:,} | {100 * requested.get(h, 0):.1f}% | "
-                         f"{100 * realized.get(h, 0):.1f}% | {allocation.get(h, 0)} | {lost} | "
-                         f"{_went_to(short.get('went_to', {}))} |")
+                         f"{100 * realized.get(h, 0):.1f}% | {allocation.get(h, 0)} |")
+    if not shortfalls:
+        return "\n".join(lines + ["", "No bucket fell short."])
+    per_pair = meta["mix"] == "per_pair"
+    lines += ["", "Short per epoch, and the level that took most of the missing negatives:", "",
+              "| Hardness | " + ("Pairs short | " if per_pair else "") + "Negatives short | Mostly to |",
+              "|---|" + ("---:|" if per_pair else "") + "---:|---|"]
+    for h, short in shortfalls.items():
+        pairs = f"{short['pairs_short']:,} | " if per_pair else ""
+        lines.append(f"| {h} | {pairs}{short['negatives_short']:,} | {_mostly_to(short.get('went_to', {}))} |")
     return "\n".join(lines)
 
 
@@ -134,6 +134,23 @@ def calibration_markdown(metrics: dict) -> str:
     lines = ["| | model | tree | tree, ties against |", "|---|---:|---:|---:|"]
     lines += [f"| {label} | {cell(metrics.get(key))} | {cell(metrics.get(f'tree_{key}'))} | "
               f"{cell(metrics.get(f'tree_{key}_ties_against'))} |" for key, label in CALIBRATION]
+    return "\n".join(lines)
+
+
+SUMMARY = [("spearman", "Spearman"), ("ndcg_at_10", "NDCG@10"), ("parent_retrieval_accuracy", "parent retrieval"),
+           ("exclusion_separation", "exclusion separation"), ("final_val_loss", "final val loss")]
+
+
+def stages_summary_markdown(per_stage: dict[str, dict]) -> str:
+    """The headline metrics of every stage side by side, with held-out top-1 at 6 digits: short enough for
+    the UI to show inline (the full comparison is stages_markdown)."""
+    lines = ["| | " + " | ".join(per_stage) + " |", "|---|" + "---:|" * len(per_stage)]
+    rows = SUMMARY + [(f"{key}.top1_6digit", f"{label} top-1, 6-digit") for key, label in RETRIEVAL
+                      if any(m.get(key) for m in per_stage.values())]
+    for key, label in rows:
+        group, _, name = key.partition(".")
+        values = [(m.get(group) or {}).get(name) if name else m.get(key) for m in per_stage.values()]
+        lines.append(f"| {label} | " + " | ".join(cell(v) for v in values) + " |")
     return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ from naics_pipeline.defs.assets.training import stage_plan
 from naics_pipeline.defs.metadata import readable
 from naics_pipeline.defs.resources import StorageResource
 from naics_pipeline.report.plots import bar_chart, markdown_image
-from naics_pipeline.report.tables import stages_markdown
+from naics_pipeline.report.tables import stages_markdown, stages_summary_markdown
 from naics_pipeline.storage import write_catalog, write_parquet
 from naics_pipeline.text.encoder import TextEmbeddings
 
@@ -53,6 +53,7 @@ def _report_asset(stages: list[Stage]) -> dg.AssetsDefinition:
         plot = bar_chart(list(shown.values()), {s: [rows[s].get(k) or 0 for k in shown] for s in rows},
                          "Quality per stage", "value")
         return dg.MaterializeResult(metadata=readable({
+            "summary": dg.MetadataValue.md(stages_summary_markdown(rows)),
             "table": dg.MetadataValue.md(stages_markdown(rows)),
             "plot": dg.MetadataValue.md(markdown_image(plot, "quality per stage")),
         }))
