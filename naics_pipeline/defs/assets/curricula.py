@@ -85,7 +85,7 @@ def sampling_index_asset(c: Curriculum, trained: bool = True) -> dg.AssetsDefini
             "candidate_groups": stats["groups"], "negatives_short": negatives_short(meta),
             "build_seconds": stats["build_seconds"], "sampler_samples_per_second": meta["sampler_samples_per_second"],
             "curriculum_file": c.path, "positives": _positives(c), "mix_mode": meta["mix"],
-            # The requested and realized shares, candidates, K's split and shortfalls: all in this one table.
+            # Requested and realized shares, candidates, K's split, shortfalls: its two tables (no JSON copies).
             "mix": dg.MetadataValue.md(mix_markdown(meta)),
             "positive_shift": dg.MetadataValue.md(positive_shift_markdown(meta["positive_shift"]))
             if "positive_shift" in meta else None,
