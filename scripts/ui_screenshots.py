@@ -20,10 +20,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = {"lineage.png": "/asset-groups", "stage.png": "/assets/stage_3"}
+# The lineage upstream of training_report: every asset but naics_embeddings and the unused global index,
+# drawn one by one (the global Lineage page folds each group into one box).
+PAGES = {"lineage.png": "/assets/training_report?view=lineage&lineageScope=upstream&lineageDepth=12",
+         "stage.png": "/assets/stage_3"}
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-WINDOW = (1440, 900)
+WINDOW = (1440, 1300)
 
 
 def chromium() -> str | None:
