@@ -11,7 +11,7 @@ ifneq ($(wildcard $(SHARED_NAICS)/*.xlsx),)
 export NAICS_SOURCE ?= $(SHARED_NAICS)
 endif
 
-.PHONY: setup lint demo test data dev bench tensorboard clean clean-all
+.PHONY: setup lint demo test data dev screenshots bench tensorboard clean clean-all
 
 setup: $(VENV)/.installed
 
@@ -36,19 +36,33 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	rm -rf $(TORCH_WHEEL_DIR)
 	touch $@
 
-$(DAGSTER_HOME):
-	mkdir -p $@
+# The instance's settings (instance/dagster.yaml: no first-visit community dialog, no telemetry), copied
+# when $(DAGSTER_HOME) has none; an instance's own dagster.yaml is never overwritten.
+INSTANCE_YAML := $(DAGSTER_HOME)/dagster.yaml
+$(INSTANCE_YAML): | instance/dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	test -e $@ || cp instance/dagster.yaml $@
 
-# dg launch: Dagster's current CLI for a run (`dagster asset materialize` still works, and warns that it
-# is superseded). It finds the definitions through pyproject.toml's [tool.dg].
-demo: setup $(DAGSTER_HOME)
-	$(BIN)/dg launch --assets '*'
+# dg: Dagster's current CLI (`dagster dev` still works, and warns that it is superseded). It finds the
+# definitions through pyproject.toml's [tool.dg]; VIRTUAL_ENV tells it that the project's .venv is the one
+# in use (else it warns on every command).
+DG := VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/dg
 
-data: setup $(DAGSTER_HOME)
-	$(BIN)/dg launch --job data_job
+# everything_job, the named job of every asset, submitted through a `dg dev` started for the run (stopped
+# when it is done) so that the run belongs to the code location and shows under Overview, Jobs and Runs;
+# `dg launch --job` runs it in-process, and the UI then lists it under Runs only. scripts/run_job.py.
+demo: setup $(INSTANCE_YAML)
+	$(BIN)/python scripts/run_job.py everything_job
 
-dev: setup $(DAGSTER_HOME)
-	$(BIN)/dagster dev -w workspace.yaml
+data: setup $(INSTANCE_YAML)
+	$(BIN)/python scripts/run_job.py data_job
+
+dev: setup $(INSTANCE_YAML)
+	$(DG) dev
+
+# docs/img/*.png from the UI of `make dev` (port 3000) over a materialized instance; needs chromium.
+screenshots: setup
+	$(BIN)/python scripts/ui_screenshots.py
 
 lint: setup
 	$(BIN)/ruff check .

@@ -35,12 +35,14 @@ def graphql(port: int, query: str) -> dict:
 
 @contextlib.contextmanager
 def webserver(env: dict, log: Path, command: str = "dagster-webserver"):
-    """`dagster-webserver` (or `dagster dev`) on -m naics_pipeline; yields its port once it answers."""
+    """`dagster-webserver` or `dagster dev` on -m naics_pipeline, or `dg dev` (as `make dev`: the project
+    from pyproject.toml); yields its port once it answers."""
     port = free_port()
-    server = subprocess.Popen([str(DAGSTER_BIN / command), *(["dev"] if command == "dagster" else []),
-                               "-m", "naics_pipeline", "-h", "127.0.0.1", "-p", str(port)],
-                              cwd=REPO_ROOT, env={**os.environ, **env}, stdout=open(log, "w"),
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    args = {"dagster-webserver": [], "dagster": ["dev"], "dg": ["dev"]}[command]
+    target = [] if command == "dg" else ["-m", "naics_pipeline"]
+    server = subprocess.Popen([str(DAGSTER_BIN / command), *args, *target, "-h", "127.0.0.1", "-p", str(port)],
+                              cwd=REPO_ROOT, env={**os.environ, "VIRTUAL_ENV": str(DAGSTER_BIN.parent), **env},
+                              stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 180
         while True:

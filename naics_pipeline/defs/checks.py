@@ -5,12 +5,13 @@ import pyarrow.parquet as pq
 
 from naics_pipeline.data import quality
 from naics_pipeline.data.snapshot import load_snapshot
+from naics_pipeline.defs.metadata import readable
 from naics_pipeline.defs.resources import StorageResource
 
 
 def _result(outcome: quality.Outcome) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=outcome.passed, description=outcome.description,
-                               metadata=outcome.metadata, severity=dg.AssetCheckSeverity[outcome.severity])
+                               metadata=readable(outcome.metadata), severity=dg.AssetCheckSeverity[outcome.severity])
 
 
 @dg.asset_check(asset="naics_descriptions", blocking=True,

@@ -16,7 +16,9 @@ from naics_pipeline.defs.resources import AutomationResource, SourceResource
            default_status=dg.DefaultSensorStatus.RUNNING,
            description="Fingerprints the NAICS source (its vintage, and sha256 per file or ETag/Last-Modified for "
                        "a URL) and requests a refresh run when it changes, a new vintage's files included. The "
-                       "first tick records a baseline.")
+                       "first tick records a baseline. While the source cannot be read (a missing folder, no "
+                       "network for the Census URL) every tick is skipped, requests nothing and retries on "
+                       "the next; the tick's skip reason says why.")
 def naics_source_sensor(context: dg.SensorEvaluationContext, source: SourceResource,
                         automation: AutomationResource):
     location = source.resolved_location
@@ -24,7 +26,8 @@ def naics_source_sensor(context: dg.SensorEvaluationContext, source: SourceResou
         current = fingerprint_source(location, timeout=source.timeout_seconds, vintage=source.vintage)
     except Exception as exc:  # a failing read is skipped and retried next tick, never a crash loop
         context.log.warning(f"cannot fingerprint NAICS source {location}: {exc}")
-        return dg.SkipReason(f"source unreadable ({type(exc).__name__}: {exc}); retrying next tick")
+        return dg.SkipReason(f"source unreadable, nothing requested, retrying next tick: {location} "
+                             f"({type(exc).__name__}: {exc})")
     previous = json.loads(context.cursor) if context.cursor else None
     context.update_cursor(json.dumps(current, sort_keys=True))
     if previous is None:

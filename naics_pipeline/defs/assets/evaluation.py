@@ -8,11 +8,12 @@ import pyarrow.parquet as pq
 from naics_pipeline.curricula.config import Stage
 from naics_pipeline.defs.assets.source import OWNERS
 from naics_pipeline.defs.assets.training import stage_plan
+from naics_pipeline.defs.metadata import readable
 from naics_pipeline.defs.placement import CATALOG_POOL
 from naics_pipeline.defs.resources import StorageResource
 from naics_pipeline.encoders import TextEmbeddings
 from naics_pipeline.report.plots import bar_chart, markdown_image
-from naics_pipeline.report.tables import stages_markdown
+from naics_pipeline.report.tables import stages_markdown, stages_summary_markdown
 from naics_pipeline.storage import write_catalog, write_parquet
 
 
@@ -32,10 +33,10 @@ def _embeddings_asset(final: Stage) -> dg.AssetsDefinition:
                           "coordinates": pa.array(points.tolist(), pa.list_(pa.float64()))})
         write_parquet(table, layout.embeddings)
         write_catalog(layout.root, layout.tables())
-        return dg.MaterializeResult(metadata={"dagster/row_count": table.num_rows, "stage": final.name,
-                                              "dimension": int(points.shape[1]),
-                                              "curvature": blob["model_config"]["curvature"],
-                                              "path": dg.MetadataValue.path(str(layout.embeddings))})
+        return dg.MaterializeResult(metadata=readable({"dagster/row_count": table.num_rows, "stage": final.name,
+                                                       "dimension": int(points.shape[1]),
+                                                       "curvature": blob["model_config"]["curvature"],
+                                                       "path": layout.embeddings}))
     return naics_embeddings
 
 
@@ -43,16 +44,20 @@ def _report_asset(stages: list[Stage]) -> dg.AssetsDefinition:
     @dg.asset(name="training_report", deps=[s.name for s in stages], group_name="evaluation",
               kinds={"pytorch"}, owners=OWNERS, code_version="1")
     def training_report(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
-        """Metrics of every stage side by side."""
+        """Metrics of every stage side by side, the held-out entries' retrieval included."""
         rows = {}
         for s in stages:
             f = storage.layout.stage_dir(s.name) / "metrics.json"
             rows[s.name] = json.loads(f.read_text())["metrics"] if f.is_file() else {}
-        shown = ["spearman", "ndcg_at_10", "parent_retrieval_accuracy", "exclusion_separation"]
-        plot = bar_chart(shown, {s: [rows[s].get(k) or 0 for k in shown] for s in rows},
+        shown = {"spearman": "Spearman", "ndcg_at_10": "NDCG@10", "parent_retrieval_accuracy": "parent retrieval",
+                 "exclusion_separation": "exclusion sep."}
+        plot = bar_chart(list(shown.values()), {s: [rows[s].get(k) or 0 for k in shown] for s in rows},
                          "Quality per stage", "value")
-        return dg.MaterializeResult(metadata={"table": dg.MetadataValue.md(stages_markdown(rows)),
-                                              "plot": dg.MetadataValue.md(markdown_image(plot, "quality per stage"))})
+        return dg.MaterializeResult(metadata=readable({
+            "summary": dg.MetadataValue.md(stages_summary_markdown(rows)),
+            "table": dg.MetadataValue.md(stages_markdown(rows)),
+            "plot": dg.MetadataValue.md(markdown_image(plot, "quality per stage")),
+        }))
     return training_report
 
 

@@ -3,6 +3,7 @@ import dagster as dg
 
 from naics_pipeline.data import pipeline
 from naics_pipeline.data.quality import unknown_vintage_warning
+from naics_pipeline.defs.metadata import readable
 from naics_pipeline.defs.resources import SourceResource, StorageResource
 from naics_pipeline.storage import clean_stale_temporaries
 
@@ -27,5 +28,5 @@ def naics_source(context: dg.AssetExecutionContext, storage: StorageResource,
             "files": dg.MetadataValue.json({r: p.name for r, p in src.paths.items()}),
             "rows": dg.MetadataValue.json(src.rows), "sha256": dg.MetadataValue.json(src.sha256),
             "warnings": dg.MetadataValue.md("\n".join(f"- **{w}**" for w in warnings) or "none"),
-            "path": dg.MetadataValue.path(str(step.path))}
-    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(src.data_version))
+            "path": step.path}
+    return dg.MaterializeResult(metadata=readable(meta), data_version=dg.DataVersion(src.data_version))

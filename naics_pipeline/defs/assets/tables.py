@@ -6,6 +6,7 @@ import dagster as dg
 from naics_pipeline.data import pipeline
 from naics_pipeline.data.snapshot import load_snapshot
 from naics_pipeline.defs.assets.source import OWNERS
+from naics_pipeline.defs.metadata import readable
 from naics_pipeline.defs.placement import CATALOG_POOL
 from naics_pipeline.defs.resources import SourceResource, StorageResource
 from naics_pipeline.report.plots import bar_chart, markdown_image
@@ -14,6 +15,9 @@ from naics_pipeline.report.tables import hardness_markdown
 EXCLUSION_COUNTS = ["codes_with_exclusions", "exclusion_links", "exclusion_holdout", "exclusion_links_kept",
                     "exclusion_links_held_out", "codes_with_kept_exclusions", "codes_with_held_out_exclusions",
                     "cross_reference_rows", "cross_reference_rows_without_code"]
+# The rest of the descriptions build's counts (the exclusion counts above are also its `exclusions` table).
+DESCRIPTION_COUNTS = ["codes", "index_entries", "holdout_entries", "empty_descriptions_filled_from_child",
+                      "still_without_description"]
 
 
 def exclusions_markdown(stats: dict) -> str:
@@ -36,8 +40,7 @@ def exclusions_markdown(stats: dict) -> str:
 
 
 def _common(step: pipeline.StepResult) -> dict:
-    return {"dagster/row_count": step.rows, "path": dg.MetadataValue.path(str(step.path)),
-            "seconds": round(step.seconds, 2), "size_mb": round(step.megabytes, 2)}
+    return {"dagster/row_count": step.rows, "path": step.path, "seconds": step.seconds, "size_mb": step.megabytes}
 
 
 @dg.multi_asset(
@@ -68,8 +71,9 @@ def naics_descriptions(context: dg.AssetExecutionContext, storage: StorageResour
     # The source's data version and the holdout: a new holdout share makes everything downstream stale.
     version = f"{load_snapshot(storage.layout.source_dir).data_version}-holdout-{source.exclusion_holdout:g}"
     if dg.AssetKey("naics_descriptions") in selected:
-        yield dg.MaterializeResult(asset_key="naics_descriptions", data_version=dg.DataVersion(version), metadata={
-            **_common(step), "codes_by_level": dg.MetadataValue.json(levels), "stats": dg.MetadataValue.json(stats),
+        meta = readable({
+            **_common(step), "codes_by_level": dg.MetadataValue.json(levels),
+            **{key: stats.get(key) for key in DESCRIPTION_COUNTS},
             "exclusions_source": stats["exclusions_source"],
             "exclusions": dg.MetadataValue.md(exclusions_markdown(stats)),
             **{key: stats[key] for key in EXCLUSION_COUNTS if key in stats},
@@ -79,10 +83,10 @@ def naics_descriptions(context: dg.AssetExecutionContext, storage: StorageResour
             "levels_plot": dg.MetadataValue.md(markdown_image(bar_chart(
                 list(levels), {"codes": list(levels.values())}, "Codes per level", "codes"))),
         })
+        yield dg.MaterializeResult(asset_key="naics_descriptions", data_version=dg.DataVersion(version), metadata=meta)
     if dg.AssetKey("naics_index_holdout") in selected:
-        yield dg.MaterializeResult(asset_key="naics_index_holdout", metadata={
-            "dagster/row_count": step.metadata["holdout_rows"],
-            "path": dg.MetadataValue.path(str(storage.layout.index_holdout))})
+        yield dg.MaterializeResult(asset_key="naics_index_holdout", metadata=readable({
+            "dagster/row_count": step.metadata["holdout_rows"], "path": storage.layout.index_holdout}))
 
 
 @dg.asset(deps=["naics_descriptions"], group_name="graph", kinds={"networkx", "parquet"},
@@ -91,15 +95,15 @@ def naics_graph(context: dg.AssetExecutionContext, storage: StorageResource) -> 
     """The NAICS tree (virtual root -> 20 sectors -> ... -> 6-digit), saved as a parent/child edge list."""
     step = pipeline.step_graph(storage.layout)
     g = step.metadata["graph"]
-    return dg.MaterializeResult(metadata={**_common(step), "nodes": g.number_of_nodes(),
-                                          "edges": g.number_of_edges()})
+    return dg.MaterializeResult(metadata=readable({**_common(step), "nodes": g.number_of_nodes(),
+                                                   "edges": g.number_of_edges()}))
 
 
 @dg.asset(deps=["naics_graph"], group_name="tables", kinds={"parquet", "duckdb"}, owners=OWNERS,
           code_version="1")
 def naics_distances(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """Every ordered code pair: tree distance (lineal pairs -0.5), unrelated flag, relation, LCA depth."""
-    return dg.MaterializeResult(metadata=_common(pipeline.step_distances(storage.layout)))
+    return dg.MaterializeResult(metadata=readable(_common(pipeline.step_distances(storage.layout))))
 
 
 @dg.asset(deps=["naics_distances", "naics_descriptions"], group_name="tables",
@@ -107,17 +111,21 @@ def naics_distances(context: dg.AssetExecutionContext, storage: StorageResource)
 def naics_triplets(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """The full hardness-labelled triplet table: hardness 2..8 written as hive partitions, hardness 1 (the
     other-sector negatives, ~91% of the rows) served by a DuckDB view over three small input files.
-    Read it as one table: `naics_triplets` in naics.duckdb, or triplets_sql(path)."""
+    Read it as one table: `naics_triplets` in naics.duckdb, or triplets_sql(path).
+
+    The hardness table's "Guide count" and "Guide %" columns are the curriculum guide's figures for its own
+    263M-triplet set, for comparison; the measured rows are every triplet the rule admits on this vintage's
+    tree (each same-sector positive with every qualifying negative), hence ~976M on NAICS 2022: compare the
+    shares, not the counts."""
     step = pipeline.step_triplets(storage.layout, progress=lambda m: context.log.info(f"writing {m}"))
     counts = step.metadata["counts"]
     plot = bar_chart(list(range(1, 9)), {"triplets": [max(counts.get(h, 0), 1) for h in range(1, 9)]},
                      "Triplets per hardness (log scale)", "rows", log=True)
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(metadata=readable({
         **_common(step), "rows_per_second": round(step.rows / step.seconds),
         "materialized_rows": sum(n for h, n in counts.items() if h != 1),
         "view_rows": counts.get(1, 0),
         "hardness_table": dg.MetadataValue.md(hardness_markdown(counts)),
         "hardness_plot": dg.MetadataValue.md(markdown_image(plot, "triplets per hardness")),
-        "stage_seconds": dg.MetadataValue.json({k: round(v, 2) for k, v in step.metadata["stage_seconds"].items()}),
-        "catalog": dg.MetadataValue.path(str(storage.layout.root / "naics.duckdb")),
-    })
+        "stage_seconds": step.metadata["stage_seconds"], "catalog": storage.layout.root / "naics.duckdb",
+    }))

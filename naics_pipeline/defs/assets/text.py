@@ -5,6 +5,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from naics_pipeline.defs.assets.source import OWNERS
+from naics_pipeline.defs.metadata import readable
 from naics_pipeline.defs.resources import StorageResource, TrainingResource
 from naics_pipeline.encoders import build_text_embeddings
 
@@ -23,10 +24,10 @@ def text_embeddings(context: dg.AssetExecutionContext, storage: StorageResource,
     emb.save(layout.text_embeddings)
     seconds = time.perf_counter() - started
     coverage = {c: int(emb.present[:, i].sum()) for i, c in enumerate(("title", "description", "examples", "excluded"))}
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(metadata=readable({
         "encoder": emb.encoder, "codes": len(emb.codes), "dimension": int(emb.channels.shape[-1]),
         "codes_with_channel": dg.MetadataValue.json(coverage), "holdout_entries": len(emb.holdout_codes),
         "texts": emb.stats["texts"], "texts_distinct": emb.stats["distinct"],
-        "texts_encoded": emb.stats["encoded"], "texts_reused": emb.stats["reused"], "seconds": round(seconds, 2),
+        "texts_encoded": emb.stats["encoded"], "texts_reused": emb.stats["reused"], "seconds": seconds,
         "cache": dg.MetadataValue.path(str(layout.text_cache)),
-        "path": dg.MetadataValue.path(str(layout.text_embeddings))})
+        "path": dg.MetadataValue.path(str(layout.text_embeddings))}))

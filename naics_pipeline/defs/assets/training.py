@@ -7,11 +7,12 @@ from naics_pipeline import settings
 from naics_pipeline.curricula.config import Stage, load_plan, plan_warnings
 from naics_pipeline.defs.assets.curricula import sampling_index_key
 from naics_pipeline.defs.assets.source import OWNERS
+from naics_pipeline.defs.metadata import readable
 from naics_pipeline.defs.placement import GPU_POOL, TRAINING_RETRY, training_op_tags
 from naics_pipeline.defs.resources import StorageResource, TrainingResource
 from naics_pipeline.encoders import TextEmbeddings
 from naics_pipeline.report.plots import bar_chart, line_chart, markdown_image
-from naics_pipeline.report.tables import metrics_markdown
+from naics_pipeline.report.tables import HEADLINE_METRICS, calibration_markdown, retrieval_entries, retrieval_markdown
 
 
 def _train_config(training: TrainingResource, stage: Stage):
@@ -75,19 +76,22 @@ def stage_asset(stage: Stage, previous: Stage | None) -> dg.AssetsDefinition:
         plot = line_chart(epochs, {k: v for k, v in curves.items() if len(v) == len(epochs)},
                           f"{stage.name} losses (InfoNCE; exclusion hinge in bucket-8 stages)", "epoch", "loss")
         usage = m.get("expert_usage", [])
-        return dg.MaterializeResult(metadata={
-            "checkpoint": dg.MetadataValue.path(str(result.model_path)),
-            "tensorboard": dg.MetadataValue.path(str(layout.stage_dir(stage.name) / "tensorboard")),  # make tensorboard
-            "curriculum": stage.curriculum.name, "initialised_from": str(init) if init else "random",
-            "resumed_from_checkpoint": result.resumed_from_checkpoint, "seconds": round(result.seconds, 1),
-            "metrics": dg.MetadataValue.md(metrics_markdown(m)),
+        return dg.MaterializeResult(metadata=readable({
+            "checkpoint": result.model_path, "curriculum": stage.curriculum.name,
+            "tensorboard": layout.stage_dir(stage.name) / "tensorboard",  # make tensorboard
+            "initialised_from": init if init else "random weights",
+            "resumed_from_checkpoint": result.resumed_from_checkpoint, "seconds": result.seconds,
+            # Each its own number, so the Plots tab charts it across materializations.
+            **{key: m.get(key) for key in HEADLINE_METRICS},
+            **retrieval_entries(m),
+            "ranking_vs_tree": dg.MetadataValue.md(calibration_markdown(m)),
+            "holdout_retrieval": dg.MetadataValue.md(retrieval_markdown(m)) if m.get("retrieval") else None,
             "loss_plot": dg.MetadataValue.md(markdown_image(plot, "loss per epoch")),
             "expert_usage_plot": dg.MetadataValue.md(markdown_image(bar_chart(
-                list(range(len(usage))), {"share of codes": usage}, "MoE top-1 expert usage", "share"))),
-            "spearman": m.get("spearman"), "ndcg_at_10": m.get("ndcg_at_10"),
-            "final_val_loss": m.get("final_val_loss"), "config": dg.MetadataValue.json(result.config),
-            "trained_weights": m.get("trained_weights", ""),
-        })
+                [f"expert {i}" for i in range(len(usage))], {"share of codes": usage}, "MoE top-1 expert usage",
+                "share"))),
+            "config": dg.MetadataValue.json(result.config), "trained_weights": m.get("trained_weights") or None,
+        }))
 
     return _asset
 
