@@ -70,4 +70,4 @@ def _entry_index_asset(final: Stage) -> dg.AssetsDefinition:
 def text_assets() -> dg.Definitions:
     from naics_pipeline.defs.assets.training import stage_plan
 
-    return dg.Definitions(assets=[_entry_index_asset(stage_plan()[-1])])
+    return dg.Definitions(assets=[text_embeddings, _entry_index_asset(stage_plan()[-1])])
