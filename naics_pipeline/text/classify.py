@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from naics_pipeline.layout import Layout
 
 BATCH_SIZE = 512                       # texts encoded and ranked per step in batch mode
-ENCODE_BATCH_CPU, ENCODE_BATCH_GPU = 64, 1024   # the encoder's own batch inside a step
+ENCODE_BATCH_CPU, ENCODE_BATCH_GPU = 64, 4096   # the encoder's own batch inside a step
 INPUT_FORMATS = (".csv", ".parquet")
 OUTPUT_FORMATS = (".csv", ".parquet", ".json")
 OUTPUT_SCHEMA = pa.schema([

@@ -109,8 +109,44 @@ class MiniLMEncoder:
         return self.model
 
     def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        if str(self.device).startswith("cuda") and not progress:
+            return self.encode_direct(texts, batch_size)
         return self.model.encode(texts, batch_size=batch_size, show_progress_bar=progress,
                                  normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
+
+    def encode_direct(self, texts: list[str], batch_size: int = 4096) -> np.ndarray:
+        """The same vectors as `encode`, tokenized by the Rust tokenizer's batch call without offsets
+        (SentenceTransformer.encode's tokenization, not the model, bounds it on a GPU: measured 16K texts/s
+        there), texts sorted by length so each batch pads little."""
+        import torch
+        import torch.nn.functional as F
+
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        model = self.model
+        if getattr(self, "_tokenizer", None) is None:
+            from tokenizers import Tokenizer
+
+            self._tokenizer = Tokenizer.from_str(model.tokenizer.backend_tokenizer.to_str())
+            self._tokenizer.enable_truncation(self.max_seq_length)
+            self._tokenizer.no_padding()
+        encodings = self._tokenizer.encode_batch_fast(list(texts))
+        lengths = np.array([len(e.ids) for e in encodings])
+        order = np.argsort(-lengths, kind="stable")
+        dev = next(model.parameters()).device
+        out = np.empty((len(texts), self.dim), np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                rows = order[start:start + batch_size]
+                ids = np.zeros((len(rows), int(lengths[rows].max())), np.int64)
+                for j, r in enumerate(rows):
+                    ids[j, :lengths[r]] = encodings[r].ids
+                ids_t = torch.as_tensor(ids, device=dev)
+                mask = (torch.arange(ids.shape[1], device=dev)[None, :]
+                        < torch.as_tensor(lengths[rows], device=dev)[:, None]).long()
+                emb = model({"input_ids": ids_t, "attention_mask": mask})["sentence_embedding"]
+                out[rows] = F.normalize(emb.float(), dim=-1).cpu().numpy()
+        return out
 
 
 def _package_version(name: str) -> str:

@@ -156,12 +156,15 @@ class EntryIndex:
     features: tuple[str, ...]
     weights: np.ndarray
     meta: dict = field(default_factory=dict)
-    _scorer: Scorer | None = None
+    _scorer: dict | None = None
 
     def scorer(self, candidates: list[str], groups: np.ndarray, device: str = "cpu") -> Scorer:
+        """The Scorer over every known text, built once per device."""
         if self._scorer is None:
-            self._scorer = Scorer(self.known, candidates, groups, self.features, device)
-        return self._scorer
+            self._scorer = {}
+        if device not in self._scorer:
+            self._scorer[device] = Scorer(self.known, candidates, groups, self.features, device)
+        return self._scorer[device]
 
     def save(self, path: Path) -> None:
         from naics_pipeline.storage import atomic_path
