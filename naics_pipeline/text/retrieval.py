@@ -29,6 +29,7 @@ class CodeSegments:
         self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[self.has]
         self.n = len(candidates)
         self.rows = len(row_codes)
+        self.single = bool(self.rows) and int(counts.max()) == 1
 
     def torch_index(self, device):
         """(N,) candidate position of each sorted row, on `device` (for scatter_reduce)."""
@@ -48,7 +49,9 @@ class CodeSegments:
     def max_per_code(self, sims: np.ndarray, empty: float) -> np.ndarray:
         """(Q, N) similarities in the rows' sorted order -> (Q, C) best per candidate."""
         out = np.full((sims.shape[0], self.n), empty, np.float32)
-        if sims.shape[1]:
+        if self.single:          # one text per code (titles, descriptions): the sorted columns are the answer
+            out[:, self.has] = sims
+        elif sims.shape[1]:
             out[:, self.has] = np.maximum.reduceat(sims, self.starts, axis=1)
         return out
 
