@@ -1,14 +1,15 @@
 """Free text -> NAICS codes: `TextClassifier` and the file readers and writers of `naics-pipeline classify`.
 
 The path from text to codes:
-    texts --encoder (the stage's: MiniLM or hashing)--> title-channel features
-          --query mapper--> points in the codes' Lorentz space
-          --Lorentz distance to every candidate code's point--> the k nearest codes.
-The code points come from the same stage's model over text_embeddings.npz, so any stage can be
-asked. `query_mapper` is the one place that turns encoded texts into points: today the stage's code
-model with the text in the title channel; a stage that trains a text head stores it in model.pt and
-`query_mapper` returns that head's mapping instead. Everything downstream (ranking, scores, the CLI,
-the benchmark) goes through `TextClassifier.query_points` and needs no change.
+    texts --the stage's encoder (MiniLM frozen or fine-tuned, or hashing)--> vectors
+          (a) --query mapper--> points among the codes --Lorentz distance--> geometry log-probabilities
+          (b) --entry index (text.index)--> nearest known texts per code, TF-IDF similarity
+          --conditional logit fitted on the validation split (text.fusion)--> calibrated probabilities
+          --> the k most probable 6-digit codes; with min_precision, the deepest confident level
+              (text.calibration.back_off).
+`query_mapper` is the one place that turns encoded texts into points: the stage's text head when it
+has one, else its code model with the text in the title channel. A stage without an entry index
+(text_entry_index) is ranked by its geometry alone.
 """
 from __future__ import annotations
 

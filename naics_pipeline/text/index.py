@@ -209,6 +209,15 @@ def fit_index(known: KnownTexts, validation: np.ndarray, geometry: Geometry | No
     """Fit the fusion weights on the `validation` rows of `known` against an index without them, then
     return the index over every known text with those weights. `geometry` must come from a model
     that never trained on the validation rows."""
+    counts = {kind: int((known.kinds == k).sum()) for k, kind in enumerate(KINDS)}
+    if geometry is not None and not (validation & (known.kinds == 0)).any():
+        # a source without index entries (the packaged fallback): nothing to fit on, the geometry alone
+        log("no validation entries (no code has 3 kept index entries): the fused score is the geometry alone")
+        weights = np.array([1.0 if f == "geometry" else 0.0 for f in features])
+        fit = {"nll": None, "top1": None, "top5": None, "texts": 0, "weights": dict(zip(features, weights.tolist()))}
+        return EntryIndex(known, tuple(features), weights, {"validation": fit, "texts_per_kind": counts,
+                                                           "validation_entries": 0,
+                                                           "dimension": int(known.vectors.shape[1])})
     x, target, features = validation_features(known, validation, geometry, candidates, groups, features)
     weights, fit = fit_conditional_logit(x, target)
     p = probabilities(x, weights)
@@ -216,7 +225,6 @@ def fit_index(known: KnownTexts, validation: np.ndarray, geometry: Geometry | No
                 "weights": dict(zip(features, map(float, weights)))})
     log(f"fusion fitted on {len(target):,} validation entries: NLL {fit['nll']:.3f}, top-1 {fit['top1']:.3f}, "
         f"weights {', '.join(f'{k} {v:.2f}' for k, v in fit['weights'].items())}")
-    counts = {kind: int((known.kinds == k).sum()) for k, kind in enumerate(KINDS)}
     return EntryIndex(known, tuple(features), weights,
                       {"validation": fit, "texts_per_kind": counts, "validation_entries": int(len(target)),
                        "dimension": int(known.vectors.shape[1])})

@@ -60,8 +60,8 @@ def _entry_index_asset(final: Stage) -> dg.AssetsDefinition:
             "texts_per_kind": dg.MetadataValue.json(index.meta["texts_per_kind"]),
             "dimension": index.meta["dimension"], "validation_entries": index.meta["validation_entries"],
             "fusion_weights": dg.MetadataValue.json(fit["weights"]),
-            "validation_nll": round(fit["nll"], 4), "validation_top1": round(fit["top1"], 4),
-            "validation_top5": round(fit["top5"], 4), "seconds": index.meta["seconds"],
+            **{f"validation_{k}": round(fit[k], 4) for k in ("nll", "top1", "top5") if fit[k] is not None},
+            "seconds": index.meta["seconds"],
             "path": dg.MetadataValue.path(str(path))})
     return text_entry_index
 
