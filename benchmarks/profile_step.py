@@ -41,15 +41,15 @@ def _imports():
     except ImportError:
         try:
             from naics_pipeline.curricula.sampling import Sampler, SamplingIndex
-            from naics_pipeline.text.encoder import TextEmbeddings
+            from naics_pipeline.encoders import TextEmbeddings
             from naics_pipeline.training.evaluation import exclusion_references
             from naics_pipeline.training.model import ModelConfig, NaicsEmbedder, exclusion_hinge, info_nce
             from naics_pipeline.training.module import exclusion_tensors
         except ImportError:
+            from naics_pipeline.encoders import TextEmbeddings
             from naics_pipeline.evaluation import exclusion_references
             from naics_pipeline.model import ModelConfig, NaicsEmbedder, exclusion_hinge, info_nce
             from naics_pipeline.sampling import Sampler, SamplingIndex
-            from naics_pipeline.text_encoder import TextEmbeddings
             from naics_pipeline.training import exclusion_tensors
     return (Sampler, SamplingIndex, TextEmbeddings, exclusion_references, ModelConfig, NaicsEmbedder,
             exclusion_hinge, info_nce, exclusion_tensors)

@@ -193,6 +193,10 @@ def test_everything_on_real_files(real_naics, tmp_path):
         assert 0 < metadata(result, stage)["spearman"].value <= 1   # its own float entry, to 4 digits
     assert metadata(result, "stage_2")["initialised_from"].value.endswith("stage_1/model.pt")
     assert metadata(result, "naics_embeddings")["dagster/row_count"].value == 2125
+    assert metadata(result, "naics_embeddings")["stage"].value == "stage_3"     # the last hierarchy stage
+    index = metadata(result, "text_entry_index")
+    assert index["validation_entries"].value > 0 and index["validation_top1"].value > 0
+    assert set(index["fusion_weights"].value) >= {"geometry", "entry", "lexical"}
     assert "stage_3" in metadata(result, "training_report")["table"].value
 
     from naics_pipeline.cli import nearest
@@ -229,6 +233,7 @@ def test_everything_without_index_entries_or_cross_references(tmp_path):
     assert metadata(result, "naics_index_holdout")["dagster/row_count"].value == 0
     assert "| 8 | Exclusions | 0 |" in metadata(result, "naics_triplets")["hardness_table"].value
     assert metadata(result, "naics_embeddings")["dagster/row_count"].value == len(CODES)
+    assert metadata(result, "text_entry_index")["validation_entries"].value == 0   # geometry alone
     assert "stage_4" in metadata(result, "training_report")["table"].value
 
 

@@ -8,7 +8,8 @@ its 6-digit code. A query head maps a sentence embedding to a direction, placed 
   text standing at its code: a sibling (hardness 5) is harder than a cousin (3), a code in another
   sector is hardness 1, and a code the true code excludes is hardness 8, the hardest.
 The text side is either the frozen encoder's features with a trained head (CPU), or the encoder
-itself fine-tuned with the head (GPU). Held-out entries (naics_index_holdout) never enter training.
+itself fine-tuned with the head (GPU). Held-out entries (naics_index_holdout) never enter training, nor
+do the validation entries of data.entry_splits (the classifier's fusion is fitted on them).
 """
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pyarrow as pa
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from naics_pipeline.data.descriptions import exclusion_pairs
 from naics_pipeline.data.distances import distance_matrix, tree_arrays
+from naics_pipeline.training import lorentz
 from naics_pipeline.training.losses import text_losses
 from naics_pipeline.training.model import QueryHead
 from naics_pipeline.training.module import NaicsContrastive
@@ -35,16 +38,23 @@ class TextExamples:
     code_index: np.ndarray     # (T,) row of naics_descriptions
 
     @classmethod
-    def from_descriptions(cls, descriptions: pa.Table, with_titles: bool = True) -> TextExamples:
-        """Every kept index entry ('; '-joined in `examples`) and, optionally, each 6-digit title."""
+    def from_descriptions(cls, descriptions: pa.Table, with_titles: bool = True,
+                          withhold_validation: bool = True) -> TextExamples:
+        """Every kept index entry ('; '-joined in `examples`) and, optionally, each 6-digit title;
+        without the validation entries of data.entry_splits unless `withhold_validation` is False (the
+        classifier's fusion is fitted on them, so the text side must not train on them)."""
+        from naics_pipeline.data.entry_splits import validation_entries
+
+        withheld = validation_entries(descriptions) if withhold_validation else set()
         texts, rows = [], []
-        level = descriptions.column("level").to_pylist()
+        level, codes = descriptions.column("level").to_pylist(), descriptions.column("code").to_pylist()
         for i, (examples, title) in enumerate(zip(descriptions.column("examples").to_pylist(),
                                                   descriptions.column("title").to_pylist())):
             if level[i] != LEAF_LEVEL:
                 continue
+            code = codes[i]
             for entry in (examples or "").split("; "):
-                if entry.strip():
+                if entry.strip() and (code, entry.strip()) not in withheld:
                     texts.append(entry.strip())
                     rows.append(i)
             if with_titles:
@@ -228,3 +238,30 @@ class TextAlignmentModule(NaicsContrastive):
         if self.text_side.encoder is not None:
             state["text_encoder"] = {k: v.half() for k, v in self.text_side.encoder.state_dict().items()}
         return state
+
+
+def fit_query_head(features: np.ndarray, leaf: np.ndarray, leaf_points: np.ndarray, radius: float, c: float,
+                   cfg: TextConfig | None = None, epochs: int = 12, batch_size: int = 256, lr: float = 1e-3,
+                   seed: int = 0) -> QueryHead:
+    """A query head trained alone on frozen text features (T, D) and their leaf positions (T,) against
+    fixed leaf points (L, d+1): the all-leaf cross-entropy of the text stage, codes not moving. Used to
+    refit the text side on a cross-validation fold in seconds (text.crossfit)."""
+    cfg = cfg or TextConfig()
+    torch.manual_seed(seed)
+    head = QueryHead(features.shape[1], cfg.hidden_dim, leaf_points.shape[1] - 1)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
+    x = torch.as_tensor(features, dtype=torch.float32)
+    y = torch.as_tensor(leaf, dtype=torch.long)
+    points = torch.as_tensor(leaf_points, dtype=torch.float64)
+    r = torch.tensor([radius], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(seed)
+    head.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x), generator=gen).split(batch_size):
+            logits = -lorentz.pairwise_distance(head(x[idx], r, c=c), points, c=c) / cfg.temperature
+            loss = F.cross_entropy(logits, y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    head.eval()
+    return head
