@@ -47,6 +47,24 @@ def classify(args: argparse.Namespace) -> None:
                   f"({r['industry_group']} {r['industry_group_title']}; {r['sector']} {r['sector_title']})")
 
 
+def serve(args: argparse.Namespace) -> None:
+    from naics_pipeline.text.service import serve as run_service
+
+    run_service(Path(args.root), args.stage, args.host, args.port, args.log_level)
+
+
+def add_serve_parser(sub) -> None:
+    from naics_pipeline.text.service import DEFAULT_HOST, DEFAULT_PORT
+
+    srv = sub.add_parser("serve", help="an HTTP service over classify: POST /classify, GET /healthz, /docs")
+    srv.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
+    srv.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    srv.add_argument("--stage", default=None, help="stage folder to use (default: the last trained stage)")
+    srv.add_argument("--root", default=str(storage_root()))
+    srv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                     help="uvicorn's log level (info logs each request)")
+
+
 def main(argv: list[str] | None = None) -> None:
     from naics_pipeline.text.classify import BATCH_SIZE, ClassifyError
 
@@ -69,8 +87,12 @@ def main(argv: list[str] | None = None) -> None:
     cls.add_argument("--stage", default=None, help="stage folder to use (default: the last trained stage)")
     cls.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="texts encoded per step")
     cls.add_argument("--root", default=str(storage_root()))
+    add_serve_parser(sub)
     args = ap.parse_args(argv)
     try:
+        if args.command == "serve":
+            serve(args)
+            return
         if args.command == "classify":
             classify(args)
             return
