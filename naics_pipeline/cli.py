@@ -15,7 +15,7 @@ def nearest(text: str, root: Path, k: int = 10, level: int | None = 6, stage: st
             encoder_name: str | None = None) -> list[dict]:
     from naics_pipeline.text.classify import TextClassifier
 
-    rows = TextClassifier.load(Path(root), stage, encoder_name).predict([text], k, level)
+    rows = TextClassifier.load(Path(root), stage, encoder=encoder_name).predict([text], k, level)
     return [{"code": r["code"], "title": r["title"], "level": r["level"], "distance": round(r["distance"], 4)}
             for r in rows]
 
@@ -30,7 +30,7 @@ def classify(args: argparse.Namespace) -> None:
     texts = read_texts(Path(args.input), args.text_column) if args.input else args.texts
     clf = TextClassifier.load(Path(args.root), args.stage)
     t0 = time.perf_counter()
-    table = clf.predict_table(texts, args.k, batch_size=args.batch_size)
+    table = clf.predict_table(texts, args.k, batch_size=args.batch_size, min_precision=args.min_precision)
     seconds = time.perf_counter() - t0
     if args.output:
         write_predictions(table, Path(args.output))
@@ -45,6 +45,10 @@ def classify(args: argparse.Namespace) -> None:
                 print(f"[{r['row']}] {texts[r['row']]}")
             print(f"  {r['rank']:>2}. {r['code']}  {r['score']:.3f}  {r['title']}  "
                   f"({r['industry_group']} {r['industry_group_title']}; {r['sector']} {r['sector_title']})")
+            if args.min_precision is not None and r["rank"] == min(args.k, len(clf.six)):
+                print(f"      at precision {args.min_precision:g}: " + (
+                    f"{r['confident_code']} ({r['confident_level']} digits, {r['confident_score']:.3f})"
+                    if r["confident_code"] else "no level is confident enough: review by hand"))
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -86,6 +90,9 @@ def main(argv: list[str] | None = None) -> None:
     cls.add_argument("--json", action="store_true", help="print rows as JSON (without --output)")
     cls.add_argument("--stage", default=None, help="stage folder to use (default: the last trained stage)")
     cls.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="texts encoded per step")
+    cls.add_argument("--min-precision", type=float, default=None, metavar="P",
+                     help="also give each text the deepest level (6, 4 or 2 digits) whose calibrated "
+                          "probability is at least P, or say that none is (0 < P <= 1)")
     cls.add_argument("--root", default=str(storage_root()))
     add_serve_parser(sub)
     args = ap.parse_args(argv)

@@ -222,3 +222,98 @@ def test_beacon_on_a_toy_set():
     codes = ["111110", "111110", "111150", "111150", "541511", "541511", "541512", "541512"]
     top = bl.beacon_fitter(module)(train, codes)(["soybean farm", "custom software programming"], 12)
     assert top.shape == (2, 12) and top[:, 0].tolist() == ["111110", "541511"]
+
+
+# ---------------------------------------------------------------------------------------------
+# classify(): the dict interface, min_precision back-off, argument errors, invalid UTF-8
+
+@pytest.fixture(scope="module")
+def fused(store):
+    """The store's classifier with an entry index over its known texts (weights set by hand: the
+    generated index is too small for a validation split)."""
+    from naics_pipeline.text.index import EntryIndex, KnownTexts, known_texts
+
+    clf = TextClassifier.load(store.root)
+    texts, codes, kinds = known_texts(pq.read_table(store.descriptions))
+    known = KnownTexts(texts, codes, kinds, clf.encode(texts))
+    clf.index = EntryIndex(known, ("geometry", "entry", "title", "lexical", "entry_group"),
+                           np.array([1.0, 20.0, 5.0, 5.0, 2.0]))
+    return clf
+
+
+def test_classify_returns_the_documented_dicts(fused, store):
+    six = six_digit(store)
+    out = fused.classify(["soybean farm", "custom software programming"], k=3, min_precision=0.5)
+    assert [o["text"] for o in out] == ["soybean farm", "custom software programming"]
+    for o in out:
+        assert len(o["codes"]) == 3 and set(o) == {"text", "codes", "confident"}
+        assert all(set(c) == {"code", "title", "score", "level"} and c["level"] == 6 for c in o["codes"])
+        assert all(six[c["code"]]["title"] == c["title"] for c in o["codes"])
+        scores = [c["score"] for c in o["codes"]]
+        assert scores == sorted(scores, reverse=True) and 0 < scores[-1] <= scores[0] <= 1
+    assert all(o["confident"] is None for o in fused.classify(["soybean farm"], k=2))
+    # the same ranking as the table the CLI writes
+    table = fused.predict_table(["soybean farm"], 3)
+    assert table.column("code").to_pylist() == [c["code"] for c in out[0]["codes"]]
+
+
+def test_min_precision_backs_off_to_the_deepest_confident_level(fused, store):
+    by_code = {r["code"]: r for r in pq.read_table(store.descriptions).to_pylist()}
+    texts = ["soybean farm", "custom software programming", "cola bottling", "zzz qqq"]
+    p, _ = fused.probabilities(texts)
+    for prec in (0.05, 0.3, 0.6, 0.9, 1.0):
+        for o, row in zip(fused.classify(texts, k=1, min_precision=prec), p):
+            top6 = o["codes"][0]
+            conf = o["confident"]
+            group = {g: row[fused.levels.member[4] == i].sum() for i, g in enumerate(fused.levels.codes[4])}
+            sector = {g: row[fused.levels.member[2] == i].sum() for i, g in enumerate(fused.levels.codes[2])}
+            if top6["score"] >= prec:
+                assert conf == {"code": top6["code"], "level": 6, "score": pytest.approx(top6["score"])}
+            elif max(group.values()) >= prec:
+                best = max(group, key=group.get)
+                assert conf["level"] == 4 and conf["code"] == best and conf["score"] == pytest.approx(group[best])
+                assert by_code[best]["level"] == 4
+            elif max(sector.values()) >= prec:
+                assert conf["level"] == 2 and conf["code"] == max(sector, key=sector.get)
+            else:
+                assert conf is None
+    levels = {o["confident"]["level"] for prec in (0.05, 0.6, 0.95)
+              for o in fused.classify(texts, 1, prec) if o["confident"]}
+    assert 6 in levels   # the back-off is exercised at more than one level over these texts and precisions
+
+
+@pytest.mark.parametrize("kwargs,match", [({"k": 0}, "k must be"), ({"k": 2.5}, "k must be"),
+                                          ({"min_precision": 0}, "min_precision must be"),
+                                          ({"min_precision": 1.2}, "min_precision must be"),
+                                          ({"min_precision": "0.9"}, "min_precision must be")])
+def test_classify_rejects_bad_arguments(fused, kwargs, match):
+    from naics_pipeline.text.classify import ClassifyError
+
+    with pytest.raises(ClassifyError, match=match):
+        fused.classify(["soybean farm"], **kwargs)
+
+
+def test_classify_cli_min_precision(store, tmp_path, capsys):
+    run_cli("soybean farm", "-k", 2, "--min-precision", 0.01, "--root", store.root)
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 4 and "at precision 0.01:" in out[3]
+    dest = tmp_path / "out.parquet"
+    run_cli("soybean farm", "cola", "-k", 2, "--min-precision", 1.0, "--root", store.root, "--output", dest)
+    rows = pq.read_table(dest).to_pylist()
+    assert len(rows) == 4 and all("confident_code" in r for r in rows)
+    with pytest.raises(SystemExit, match="min_precision must be"):
+        run_cli("soybean farm", "--min-precision", 1.5, "--root", store.root)
+
+
+def test_read_texts_names_the_row_with_invalid_utf8(tmp_path):
+    from naics_pipeline.text.classify import ClassifyError, read_texts
+
+    src = tmp_path / "bad.csv"
+    src.write_bytes(b"id,text\n1,pizza restaurant\n2,caf\xe9 and bakery\n")
+    with pytest.raises(ClassifyError, match=r"bad\.csv: row 1 \(0-based data rows\) is not valid UTF-8 \(byte 0xe9"):
+        read_texts(src, "text")
+    src.write_bytes(b"id,t\xffext\n1,pizza\n")
+    with pytest.raises(ClassifyError, match="the header is not valid UTF-8"):
+        read_texts(src, "text")
+    src.write_bytes("id,text\n1,café\n".encode())
+    assert read_texts(src, "text") == ["café"]

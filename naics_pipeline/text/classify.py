@@ -33,6 +33,8 @@ OUTPUT_SCHEMA = pa.schema([
     ("sector", pa.string()), ("sector_title", pa.string()),
     ("industry_group", pa.string()), ("industry_group_title", pa.string()),
 ])
+# with min_precision: the text's deepest level whose probability reaches it (null: none does)
+CONFIDENT_FIELDS = [("confident_code", pa.string()), ("confident_level", pa.int8()), ("confident_score", pa.float64())]
 MATERIALIZE_HINT = ("materialize the training stages first: `make demo`, or "
                     "`dagster asset materialize --select '+stage_3' -m naics_pipeline`")
 
@@ -97,10 +99,16 @@ class CodeTable:
 
 
 class TextClassifier:
-    """Ranks NAICS codes for free texts with one trained stage. `load` it from a storage root."""
+    """Ranks NAICS codes for free texts with one trained stage. `load` it from a storage root.
+
+    With the stage's entry index (text.index; the asset text_entry_index), the 6-digit probability
+    of a code fuses the stage's geometry with the nearest known texts (calibrated on the validation
+    split); without it, it is the geometry's softmax alone (`self.index is None`)."""
 
     def __init__(self, encoder, to_points: QueryMapper, points: np.ndarray, table: CodeTable,
-                 curvature: float, temperature: float, stage: str):
+                 curvature: float, temperature: float, stage: str, index=None, fine_tuned: bool = False):
+        from naics_pipeline.text.calibration import LevelMap
+
         self.encoder = encoder
         self.to_points = to_points
         self.points = points
@@ -108,13 +116,21 @@ class TextClassifier:
         self.curvature = curvature
         self.temperature = temperature
         self.stage = stage
+        self.index = index
+        self.fine_tuned = fine_tuned     # the stage fine-tuned the encoder: its vectors are its own, not cached
+        self.six = np.nonzero(table.levels == 6)[0]
+        six = table.codes[self.six]
+        self.levels = LevelMap(six.tolist(), {4: dict(zip(six, table.industry_group[self.six])),
+                                              2: dict(zip(six, table.sector[self.six]))})
+        self._scorer = None
 
     @classmethod
-    def load(cls, root: Path, stage: str | None = None, encoder: str | None = None,
-             device: str = "cpu") -> TextClassifier:
-        """The last trained stage under `root` (or `stage`), its code points and its encoder
-        (`encoder` overrides the one model.pt records)."""
+    def load(cls, root: Path, stage: str | None = None, device: str = "cpu",
+             encoder: str | None = None) -> TextClassifier:
+        """The last trained stage under `root` (or `stage`), its code points, its encoder (`encoder`
+        overrides the one model.pt records) and its entry index when the stage has one."""
         from naics_pipeline.text.encoder import TextEmbeddings, make_encoder
+        from naics_pipeline.text.index import INDEX_FILE, EntryIndex
         from naics_pipeline.training.loop import embed_all, load_model
 
         layout = Layout(Path(root))
@@ -135,20 +151,98 @@ class TextClassifier:
         if "text_encoder" in blob:   # the stage fine-tuned the encoder: its own weights, not the frozen ones
             text_encoder.model.load_state_dict({k: v.float() for k, v in blob["text_encoder"].items()})
         temperature = blob["text_config"]["temperature"] if "text_config" in blob else cfg["temperature"]
+        index = None
+        index_path = model_path.parent / INDEX_FILE
+        if index_path.is_file() and encoder is None:
+            try:
+                index = EntryIndex.load(index_path)
+            except (ValueError, KeyError, OSError) as exc:
+                raise ClassifyError(f"{index_path}: {exc}") from exc
+            if index.meta.get("model") != _file_digest(model_path):
+                raise ClassifyError(f"{index_path} was built for another {model_path}: rematerialize text_entry_index")
         return cls(text_encoder, query_mapper(model, blob), points, table, cfg["curvature"], temperature,
-                   model_path.parent.name)
+                   model_path.parent.name, index, "text_encoder" in blob)
+
+    # -- the two signals -------------------------------------------------------------------------
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """(Q, D) L2-normalised vectors of the texts by the stage's encoder."""
+        return self.encoder.encode(list(texts)).astype(np.float32)
+
+    def points_of(self, vectors: np.ndarray, level: int = 6) -> np.ndarray:
+        """Encoded texts -> (Q, d+1) points in the codes' space (query_mapper, the text in the title channel)."""
+        from naics_pipeline.text.encoder import CHANNELS
+
+        channels = np.zeros((len(vectors), len(CHANNELS), vectors.shape[1]), np.float32)
+        channels[:, 0] = vectors
+        present = np.zeros((len(vectors), len(CHANNELS)), bool)
+        present[:, 0] = True
+        return self.to_points(channels, present, level)
 
     def query_points(self, texts: list[str], level: int = 6) -> np.ndarray:
         """Texts -> (len(texts), d+1) points in the codes' space: encode, then map (query_mapper)."""
-        from naics_pipeline.text.encoder import query_features
+        return self.points_of(self.encode(texts), level)
 
-        channels, present = query_features(self.encoder, list(texts))
-        return self.to_points(channels, present, level)
+    def distances(self, vectors: np.ndarray) -> np.ndarray:
+        """(Q, C6) Lorentz distances of encoded texts to the 6-digit codes."""
+        from naics_pipeline.training.lorentz import pairwise_distance
+
+        return pairwise_distance(self.points_of(vectors, 6), self.points[self.six], self.curvature)
+
+    def geometry(self, vectors: np.ndarray) -> np.ndarray:
+        """(Q, C6) log-probabilities of the 6-digit codes under the geometry alone (-distance / temperature)."""
+        from naics_pipeline.text.fusion import log_softmax
+
+        return log_softmax(-self.distances(vectors) / self.temperature)
+
+    def scorer(self):
+        if self._scorer is None:
+            self._scorer = self.index.scorer(self.table.codes[self.six].tolist(),
+                                             np.asarray(self.table.industry_group[self.six], dtype=str))
+        return self._scorer
+
+    def probabilities(self, texts: list[str], vectors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """((Q, C6) probabilities of the 6-digit codes, (Q, C6) Lorentz distances) for texts."""
+        from naics_pipeline.text.fusion import log_softmax, probabilities
+
+        vectors = self.encode(texts) if vectors is None else vectors
+        dist = self.distances(vectors)
+        geometry = log_softmax(-dist / self.temperature)
+        if self.index is None:
+            return np.exp(geometry), dist
+        return probabilities(self.scorer()(vectors, list(texts), geometry), self.index.weights), dist
+
+    # -- answers ---------------------------------------------------------------------------------
+    def classify(self, texts: list[str], k: int = 5, min_precision: float | None = None,
+                 batch_size: int = BATCH_SIZE) -> list[dict]:
+        """Per text: {"text", "codes": the k most probable 6-digit codes [{"code", "title", "score",
+        "level"}], "confident": {"code", "level", "score"} of the deepest level (6, 4, 2 digits) whose
+        probability reaches min_precision, or None (also when min_precision is None)}."""
+        from naics_pipeline.text.calibration import back_off
+
+        check_arguments(k, min_precision)
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise ClassifyError("texts must be a list of strings")
+        out = []
+        k = min(k, len(self.six))
+        for start in range(0, len(texts), batch_size):
+            chunk = list(texts[start:start + batch_size])
+            p, _ = self.probabilities(chunk)
+            top = np.argsort(-p, axis=1, kind="stable")[:, :k]
+            chosen = back_off(p, self.levels, min_precision) if min_precision is not None else [None] * len(chunk)
+            for i, text in enumerate(chunk):
+                rows = self.six[top[i]]
+                codes = [{"code": c, "title": t, "score": float(s), "level": 6}
+                         for c, t, s in zip(self.table.codes[rows], self.table.titles[rows], p[i, top[i]])]
+                confident = None
+                if chosen[i] is not None:
+                    level, pos, score = chosen[i]
+                    confident = {"code": str(self.levels.codes[level][pos]), "level": level, "score": score}
+                out.append({"text": text, "codes": codes, "confident": confident})
+        return out
 
     def rank(self, query_points: np.ndarray, k: int, level: int | None = 6):
-        """Candidate-code indexes (Q, k) nearest first, their Lorentz distances and scores. The score is
-        the code's softmax probability among all candidates of the level, logits -distance / the
-        model's InfoNCE temperature."""
+        """Geometry alone, any level: candidate-code indexes (Q, k) nearest first, their Lorentz distances
+        and scores (softmax among all candidates of the level, logits -distance / temperature)."""
         from naics_pipeline.training.lorentz import pairwise_distance
 
         candidates = np.arange(len(self.table.codes)) if level is None else np.nonzero(self.table.levels == level)[0]
@@ -165,16 +259,39 @@ class TextClassifier:
         return candidates[top], top_dist, np.exp(-top_dist / self.temperature - log_norm)
 
     def predict_table(self, texts: list[str], k: int = 5, level: int | None = 6,
-                      batch_size: int = BATCH_SIZE) -> pa.Table:
-        """One row per (text, rank) in OUTPUT_SCHEMA; texts are encoded and ranked `batch_size` at a time."""
-        if k < 1:
-            raise ClassifyError(f"k must be at least 1, not {k}")
+                      batch_size: int = BATCH_SIZE, min_precision: float | None = None) -> pa.Table:
+        """One row per (text, rank) in OUTPUT_SCHEMA, `batch_size` texts at a time. At level 6 the
+        ranking and score are the classifier's probabilities (fused when the stage has an entry
+        index); at other levels (`nearest --level`) the geometry's. With `min_precision`, every row
+        also carries its text's back-off answer (CONFIDENT_FIELDS; null where no level reaches it)."""
+        from naics_pipeline.text.calibration import back_off
+
+        check_arguments(k, min_precision)
+        if min_precision is not None and level != 6:
+            raise ClassifyError("min_precision needs the 6-digit ranking (level 6)")
         parts = []
         for start in range(0, len(texts), batch_size):
-            points = self.query_points(texts[start:start + batch_size], level or 6)
-            idx, dist, score = self.rank(points, k, level)
-            parts.append(self._rows(idx, dist, score, start))
-        return pa.concat_tables(parts) if parts else OUTPUT_SCHEMA.empty_table()
+            chunk = list(texts[start:start + batch_size])
+            if level == 6:
+                p, dist = self.probabilities(chunk)
+                kk = min(k, len(self.six))
+                top = np.argsort(-p, axis=1, kind="stable")[:, :kk]
+                idx, d, score = self.six[top], np.take_along_axis(dist, top, 1), np.take_along_axis(p, top, 1)
+            else:
+                idx, d, score = self.rank(self.query_points(chunk, level or 6), k, level)
+            part = self._rows(idx, d, score, start)
+            if min_precision is not None:
+                chosen = back_off(p, self.levels, min_precision)
+                per_text = [(None, None, None) if c is None else
+                            (str(self.levels.codes[c[0]][c[1]]), c[0], c[2]) for c in chosen]
+                rep = np.repeat(np.arange(len(chunk)), idx.shape[1])
+                for j, (name, kind) in enumerate(CONFIDENT_FIELDS):
+                    part = part.append_column(pa.field(name, kind), pa.array([per_text[i][j] for i in rep], kind))
+            parts.append(part)
+        if parts:
+            return pa.concat_tables(parts)
+        schema = OUTPUT_SCHEMA if min_precision is None else pa.schema([*OUTPUT_SCHEMA, *CONFIDENT_FIELDS])
+        return schema.empty_table()
 
     def predict(self, texts: list[str], k: int = 5, level: int | None = 6) -> list[dict]:
         return self.predict_table(texts, k, level).to_pylist()
@@ -192,6 +309,22 @@ class TextClassifier:
             "industry_group": t.industry_group[flat].tolist(),
             "industry_group_title": t.title_of(t.industry_group[flat]).tolist(),
         }, schema=OUTPUT_SCHEMA)
+
+
+def check_arguments(k, min_precision) -> None:
+    """ClassifyError for k < 1 or min_precision outside (0, 1]."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ClassifyError(f"k must be an integer of at least 1, not {k!r}")
+    if min_precision is not None:
+        if isinstance(min_precision, bool) or not isinstance(min_precision, (int, float)) \
+                or not 0 < min_precision <= 1:
+            raise ClassifyError(f"min_precision must be a number in (0, 1], not {min_precision!r}")
+
+
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def stage_model_path(layout: Layout, stage: str | None) -> Path:
@@ -220,6 +353,8 @@ def read_texts(path: Path, column: str) -> list[str]:
         raise ClassifyError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise ClassifyError(f"{path} is empty: expected a header row with column {column!r} and one text per row")
+    if path.suffix.lower() == ".csv":
+        _check_utf8(path)
     names = _column_names(path)
     if column not in names:
         raise ClassifyError(f"{path} has no column {column!r}; its columns are: {', '.join(names) or '(none)'}")
@@ -231,6 +366,19 @@ def read_texts(path: Path, column: str) -> list[str]:
         rows = ", ".join(map(str, empty[:10])) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
         raise ClassifyError(f"{path}: column {column!r} is empty in row {rows} (0-based data rows)")
     return [str(v) for v in values]
+
+
+def _check_utf8(path: Path) -> None:
+    """ClassifyError naming the row (0-based data row, the header not counted) of the first byte that
+    is not UTF-8, instead of pyarrow's conversion error."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start)
+        where = "the header" if line == 0 else f"row {line - 1} (0-based data rows)"
+        raise ClassifyError(f"{path}: {where} is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset "
+                            f"{exc.start}); save the file as UTF-8") from None
 
 
 def _column_names(path: Path) -> list[str]:

@@ -197,10 +197,15 @@ def channel_texts(rows: list[dict]) -> tuple[list[tuple[int, int]], list[str]]:
 
 def build_text_embeddings(descriptions, holdout, encoder="minilm", device: str | None = None,
                           progress=None, cache_dir: Path | None = None) -> TextEmbeddings:
-    """Every code's channel vectors and the held-out entries' vectors. `encoder` is a name from ENCODERS
+    """Every code's channel vectors (the examples channel without the validation entries of
+    text.splits) and the held-out entries' vectors. `encoder` is a name from ENCODERS
     or an encoder object; with `cache_dir`, texts already encoded by this encoder version are reused."""
+    from naics_pipeline.text.splits import without_validation
+
     encoder = make_encoder(encoder, device) if isinstance(encoder, str) else encoder
-    rows = descriptions.select(["code", *CHANNELS]).to_pylist()
+    # the validation entries (text.splits) stay out of the examples channel: the classifier's fusion is
+    # fitted on them, so no code point may have seen them
+    rows = without_validation(descriptions).select(["code", *CHANNELS]).to_pylist()
     entries = holdout.column("entry").to_pylist()
     cells, texts = channel_texts(rows)
     vectors, stats = encode_texts(encoder, texts + entries, cache_dir, progress)

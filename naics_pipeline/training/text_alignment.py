@@ -8,7 +8,8 @@ its 6-digit code. A query head maps a sentence embedding to a direction, placed 
   text standing at its code: a sibling (hardness 5) is harder than a cousin (3), a code in another
   sector is hardness 1, and a code the true code excludes is hardness 8, the hardest.
 The text side is either the frozen encoder's features with a trained head (CPU), or the encoder
-itself fine-tuned with the head (GPU). Held-out entries (naics_index_holdout) never enter training.
+itself fine-tuned with the head (GPU). Held-out entries (naics_index_holdout) never enter training, nor
+do the validation entries of text.splits (the classifier's fusion is fitted on them).
 """
 from __future__ import annotations
 
@@ -35,16 +36,23 @@ class TextExamples:
     code_index: np.ndarray     # (T,) row of naics_descriptions
 
     @classmethod
-    def from_descriptions(cls, descriptions: pa.Table, with_titles: bool = True) -> TextExamples:
-        """Every kept index entry ('; '-joined in `examples`) and, optionally, each 6-digit title."""
+    def from_descriptions(cls, descriptions: pa.Table, with_titles: bool = True,
+                          withhold_validation: bool = True) -> TextExamples:
+        """Every kept index entry ('; '-joined in `examples`) and, optionally, each 6-digit title;
+        without the validation entries of text.splits unless `withhold_validation` is False (the
+        classifier's fusion is fitted on them, so the text side must not train on them)."""
+        from naics_pipeline.text.splits import validation_entries
+
+        withheld = validation_entries(descriptions) if withhold_validation else set()
         texts, rows = [], []
-        level = descriptions.column("level").to_pylist()
+        level, codes = descriptions.column("level").to_pylist(), descriptions.column("code").to_pylist()
         for i, (examples, title) in enumerate(zip(descriptions.column("examples").to_pylist(),
                                                   descriptions.column("title").to_pylist())):
             if level[i] != LEAF_LEVEL:
                 continue
+            code = codes[i]
             for entry in (examples or "").split("; "):
-                if entry.strip():
+                if entry.strip() and (code, entry.strip()) not in withheld:
                     texts.append(entry.strip())
                     rows.append(i)
             if with_titles:

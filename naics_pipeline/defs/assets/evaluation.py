@@ -1,4 +1,4 @@
-"""Group `evaluation`: the final stage's embeddings exported as a table, and every stage side by side."""
+"""Group `evaluation`: the last hierarchy stage's embeddings exported as a table, and every stage side by side."""
 import json
 
 import dagster as dg
@@ -19,7 +19,9 @@ def _embeddings_asset(final: Stage) -> dg.AssetsDefinition:
     @dg.asset(name="naics_embeddings", deps=[final.name, "text_embeddings"], group_name="evaluation",
               kinds={"parquet", "duckdb"}, owners=OWNERS, code_version="1")
     def naics_embeddings(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
-        """Lorentz coordinates of every code from the final stage's model."""
+        """Lorentz coordinates of every code from the last hierarchy stage's model (the last stage without
+        text terms): a text-alignment stage pulls the codes towards their texts and loses hierarchy
+        quality, while `classify` fuses that stage's geometry with retrieval anyway."""
         from naics_pipeline.training.loop import embed_all, load_model  # torch: imported when the asset runs
 
         layout = storage.layout
@@ -58,4 +60,5 @@ def _report_asset(stages: list[Stage]) -> dg.AssetsDefinition:
 @dg.definitions
 def evaluation_assets() -> dg.Definitions:
     stages = stage_plan()
-    return dg.Definitions(assets=[_embeddings_asset(stages[-1]), _report_asset(stages)])
+    hierarchy = [s for s in stages if s.text is None] or stages
+    return dg.Definitions(assets=[_embeddings_asset(hierarchy[-1]), _report_asset(stages)])

@@ -1,9 +1,11 @@
-"""Group `training`: the text embeddings every stage reads."""
+"""Group `training`: the text embeddings every stage reads, and the final stage's entry index that
+`classify` searches."""
 import time
 
 import dagster as dg
 import pyarrow.parquet as pq
 
+from naics_pipeline.curricula.config import Stage
 from naics_pipeline.defs.assets.source import OWNERS
 from naics_pipeline.defs.resources import StorageResource, TrainingResource
 from naics_pipeline.text.encoder import build_text_embeddings
@@ -30,3 +32,42 @@ def text_embeddings(context: dg.AssetExecutionContext, storage: StorageResource,
         "texts_encoded": emb.stats["encoded"], "texts_reused": emb.stats["reused"], "seconds": round(seconds, 2),
         "cache": dg.MetadataValue.path(str(layout.text_cache)),
         "path": dg.MetadataValue.path(str(layout.text_embeddings))})
+
+
+def _entry_index_asset(final: Stage) -> dg.AssetsDefinition:
+    @dg.asset(name="text_entry_index", deps=[final.name, "naics_descriptions", "text_embeddings"],
+              group_name="training", kinds={"numpy", "scikitlearn"}, owners=OWNERS, code_version="1")
+    def text_entry_index(context: dg.AssetExecutionContext, storage: StorageResource,
+                         training: TrainingResource) -> dg.MaterializeResult:
+        """What `classify` searches and how it fuses: every kept index entry, 6-digit title and description
+        encoded by the final stage's encoder (its fine-tuned weights where it fine-tuned them), and the
+        fusion weights of geometry, retrieval and lexical similarity fitted on the validation split of the
+        kept entries (withheld from the model; text.splits). Rebuilt when the stage or the source changes."""
+        from naics_pipeline.text.classify import TextClassifier
+        from naics_pipeline.text.index import INDEX_FILE, build_entry_index
+        from naics_pipeline.training.loop import uses_gpu
+
+        layout = storage.layout
+        device = "cuda" if uses_gpu(training.accelerator) else "cpu"
+        clf = TextClassifier.load(layout.root, final.name, device=device)
+        index = build_entry_index(clf, pq.read_table(layout.descriptions), layout.stage_dir(final.name) / "model.pt",
+                                  layout.text_cache, log=context.log.info)
+        path = layout.stage_dir(final.name) / INDEX_FILE
+        index.save(path)
+        fit = index.meta["validation"]
+        return dg.MaterializeResult(metadata={
+            "stage": final.name, "encoder": index.meta["encoder"], "fine_tuned_encoder": index.meta["fine_tuned"],
+            "texts_per_kind": dg.MetadataValue.json(index.meta["texts_per_kind"]),
+            "dimension": index.meta["dimension"], "validation_entries": index.meta["validation_entries"],
+            "fusion_weights": dg.MetadataValue.json(fit["weights"]),
+            "validation_nll": round(fit["nll"], 4), "validation_top1": round(fit["top1"], 4),
+            "validation_top5": round(fit["top5"], 4), "seconds": index.meta["seconds"],
+            "path": dg.MetadataValue.path(str(path))})
+    return text_entry_index
+
+
+@dg.definitions
+def text_assets() -> dg.Definitions:
+    from naics_pipeline.defs.assets.training import stage_plan
+
+    return dg.Definitions(assets=[text_embeddings, _entry_index_asset(stage_plan()[-1])])
