@@ -52,17 +52,21 @@ def classify(args: argparse.Namespace) -> None:
 
 
 def serve(args: argparse.Namespace) -> None:
+    import os
+
+    # Idle OpenMP threads sleep instead of spinning: on a busy 2-core host torch's two threads otherwise
+    # stall each other (classify of one text, p50 on a loaded host: 541 ms spinning, 82 ms passive;
+    # docs/serve.md). Set before torch loads; an OMP_WAIT_POLICY already set wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from naics_pipeline.text.service import serve as run_service
 
     run_service(Path(args.root), args.stage, args.host, args.port, args.log_level)
 
 
 def add_serve_parser(sub) -> None:
-    from naics_pipeline.text.service import DEFAULT_HOST, DEFAULT_PORT
-
     srv = sub.add_parser("serve", help="an HTTP service over classify: POST /classify, GET /healthz, /docs")
-    srv.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
-    srv.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     srv.add_argument("--stage", default=None, help="stage folder to use (default: the last trained stage)")
     srv.add_argument("--root", default=str(storage_root()))
     srv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],

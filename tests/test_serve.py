@@ -118,6 +118,10 @@ def test_classify_defaults(server):
     assert len(res["codes"]) == 5 and res["confident"] is None      # k=5, no min_precision
     r = post(server, {"texts": ["soybean farm"], "k": 2, "min_precision": 1})   # 1 is inside (0, 1]
     assert r.status_code == 200 and len(r.json()["results"][0]["codes"]) == 2
+    r = post(server, {"texts": ["soybean farm", "cola"], "min_precision": 0.01})   # some level always reaches 1%
+    confident = [res["confident"] for res in r.json()["results"]]
+    assert all(set(c) == {"code", "level", "score"} and c["level"] in (2, 4, 6) and c["score"] >= 0.01
+               for c in confident), confident
 
 
 def check_error(r: requests.Response, status: int, field: str | None, message: str) -> None:
