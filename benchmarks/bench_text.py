@@ -1,6 +1,8 @@
-"""Text -> NAICS code: the trained model against baselines and BEACON, in one table.
+"""Text -> NAICS code: the classifier and its parts against the baselines and BEACON, in one table,
+with its calibration, coverage at a precision, and batch throughput.
 
-    python benchmarks/bench_text.py --root DIR [--stage stage_3] [--no-cv] [--methods model,minilm,tfidf,beacon]
+    python benchmarks/bench_text.py --root DIR [--stage stage_4] [--no-cv] [--methods model,minilm,tfidf,beacon]
+                                    [--device cuda] [--throughput-texts 2000]
 
 DIR holds naics_descriptions.parquet, naics_index_holdout.parquet and, for the model row, a trained
 stage and text_embeddings.npz (`bench_training.py --prepare DIR` then `bench_training.py --root DIR`,
@@ -8,10 +10,14 @@ or a materialized storage root). Rows:
 - held-out: fitted on the kept index entries + 6-digit titles, scored on naics_index_holdout;
 - held-out novel: the same, without the entries that appear in their code's description or equal
   its title;
-- 2-fold CV (seed 12345): over all 6-digit index entries, BEACON-style (the model is not in it until
-  its text side can be trained per fold: add a fitter to `cv_fitters`);
+- the model's parts on held-out: the stage's geometry alone, retrieval alone (the fusion without the
+  geometry, refitted on the validation split), and the fused classifier (`classify`, with the entry
+  index's weights: text_entry_index, or built here by the same code when the root lacks it);
+- 2-fold CV (seed 12345): over all 6-digit index entries, BEACON-style; the model refitted per fold
+  (text.crossfit: head, index and fusion on the fold's training part alone);
 - BEACON's published 0.825 (its own 2017 data) as a reference.
-Also prints the model's batch-mode classify throughput.
+Then calibration (ECE) and coverage at 90/95/99% precision, 6-digit and with back-off, held-out and
+CV, and the batch throughput of classify against the encoder's bare encoding of the same texts.
 """
 from __future__ import annotations
 
@@ -24,22 +30,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from naics_pipeline.layout import Layout  # noqa: E402
 from naics_pipeline.text import baselines as bl  # noqa: E402
 from naics_pipeline.text.classify import BATCH_SIZE  # noqa: E402
+from naics_pipeline.training.evaluation import text_accuracy  # noqa: E402
 
 METHODS = ("model", "minilm", "tfidf", "beacon")
-LABELS = {"model": "model (classify)", "minilm": "MiniLM nearest training entry",
+LABELS = {"model": "model (refitted per fold)", "minilm": "MiniLM nearest training entry",
           "tfidf": "TF-IDF nearest training entry", "beacon": "BEACON (fitted here)"}
 COLUMNS = [f"top{k}_{d}digit" for d in (6, 4, 2) for k in (1, 5)]
 
 
-def baseline_fitters(methods: list[str], beacon_path: Path, skipped: dict) -> dict[str, bl.Fitter]:
+def baseline_fitters(methods: list[str], beacon_path: Path, skipped: dict, encoder=None) -> dict[str, bl.Fitter]:
     fitters = {}
     if "minilm" in methods:
-        fitters["minilm"] = bl.minilm_fitter()
+        fitters["minilm"] = bl.minilm_fitter(encoder)
     if "tfidf" in methods:
         fitters["tfidf"] = bl.tfidf_fitter()
     if "beacon" in methods:
@@ -52,20 +60,130 @@ def baseline_fitters(methods: list[str], beacon_path: Path, skipped: dict) -> di
 
 
 def cv_fitters(fitters: dict[str, bl.Fitter]) -> dict[str, bl.Fitter]:
-    """The fitters the cross-validation runs. Hook: once the text side of the model can be trained
-    on a fold, add `"model": fit` here (fit(train_texts, train_codes) -> predict(texts, k))."""
+    """The baselines' fitters the cross-validation runs (the model's per-fold refit runs before them)."""
     return dict(fitters)
 
 
-def model_predict(root: Path, stage: str | None, skipped: dict):
-    from naics_pipeline.text.classify import ClassifyError, TextClassifier
+def load_model(root: Path, stage: str | None, device: str, skipped: dict):
+    """The classifier of `stage` with its entry index (built here, as text_entry_index builds it, when
+    the root has none), or None."""
+    from naics_pipeline.text.classify import ClassifyError, TextClassifier, stage_model_path
+    from naics_pipeline.text.index import build_entry_index
 
     try:
-        clf = TextClassifier.load(root, stage)
+        clf = TextClassifier.load(root, stage, device=device)
     except ClassifyError as exc:
         skipped["model"] = f"model skipped: {exc}"
-        return None, None
-    return clf, bl.classifier_predict(clf)
+        return None
+    if clf.index is None:
+        layout = Layout(root)
+        print(f"{clf.stage} has no entry index: building it (text_entry_index's code)", file=sys.stderr)
+        clf.index = build_entry_index(clf, pq.read_table(layout.descriptions), stage_model_path(layout, clf.stage),
+                                      None if clf.fine_tuned else layout.text_cache,
+                                      log=lambda m: print(m, file=sys.stderr))
+    return clf
+
+
+def model_parts(clf, desc, entries: list[str], codes: list[str]) -> tuple[list[dict], dict]:
+    """Held-out rows of the geometry alone, retrieval alone and the fused classifier, and the fused
+    probabilities' calibration report."""
+    from naics_pipeline.text.calibration import calibration_report
+    from naics_pipeline.text.fusion import fit_conditional_logit, probabilities
+    from naics_pipeline.text.index import validation_features
+    from naics_pipeline.text.splits import validation_mask
+
+    cands = clf.table.codes[clf.six]
+    groups = np.asarray(clf.table.industry_group[clf.six], dtype=str)
+    pos = {c: i for i, c in enumerate(cands)}
+    vectors = clf.encode(entries)
+    truth = np.array([pos[c] for c in codes])
+    rows = []
+
+    def add(name, p, seconds):
+        top = cands[np.argsort(-p, 1)[:, :5]]
+        acc = text_accuracy(top, codes, desc, entries)
+        rows.append({"method": name, "split": "held-out", "entries": len(entries),
+                     **{c: acc[c] for c in COLUMNS}, "seconds": seconds})
+        rows.append({"method": name, "split": "held-out novel", "entries": acc["holdout_entries_novel"],
+                     **{c: acc[f"{c}_novel"] for c in COLUMNS}})
+
+    t0 = time.perf_counter()
+    add("geometry alone", np.exp(clf.geometry(vectors)), time.perf_counter() - t0)
+    # retrieval alone: the same validation split and features, without the geometry, refitted
+    known = clf.index.known
+    val = np.zeros(len(known.texts), bool)
+    entry = known.kinds == 0
+    val[entry] = validation_mask([t for t, e in zip(known.texts, entry) if e],
+                                 [c for c, e in zip(known.codes, entry) if e])
+    t0 = time.perf_counter()
+    feats = tuple(f for f in clf.index.features if f != "geometry")
+    xv, tv, feats = validation_features(known, val, None, cands.tolist(), groups, feats)
+    w, _ = fit_conditional_logit(xv, tv)
+    x = clf.index.scorer(cands.tolist(), groups)(vectors, entries, clf.geometry(vectors))
+    keep = [clf.index.features.index(f) for f in feats]
+    add("retrieval alone", probabilities(x[..., keep], w), time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    p, _ = clf.probabilities(entries, vectors)
+    add(f"model ({clf.stage}, {'fine-tuned' if clf.fine_tuned else 'frozen'} {clf.encoder.name})", p,
+        time.perf_counter() - t0)
+    return rows, calibration_report(p, truth, clf.levels)
+
+
+def throughput(clf, texts: list[str], batch_size: int) -> dict:
+    """texts/s of the encoder's bare encoding and of classify (encode + geometry + retrieval + fusion
+    + top-k + back-off) over the same texts, best of two runs each after a warm-up."""
+    clf.classify(texts[:64], 5, 0.95, batch_size=batch_size)
+    runs = {"encode": lambda: [clf.encode(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)],
+            "classify": lambda: clf.classify(texts, 5, 0.95, batch_size=batch_size)}
+    out = {}
+    for name, run in runs.items():
+        best = float("inf")
+        for _ in range(2):
+            t0 = time.perf_counter()
+            run()
+            best = min(best, time.perf_counter() - t0)
+        out[name] = len(texts) / best
+    return out
+
+
+def last_hierarchy_stage(layout: Layout, stage: str) -> str:
+    """The last trained stage up to `stage` without text terms (its model.pt has no text head)."""
+    import torch
+
+    trained = sorted((p.name for p in (layout.root / "training").glob("stage_*") if (p / "model.pt").is_file()),
+                     key=lambda n: (len(n), n))
+    for name in reversed(trained[:trained.index(stage) + 1]):
+        blob = torch.load(layout.stage_dir(name) / "model.pt", map_location="cpu", weights_only=False)
+        if "text_head" not in blob:
+            return name
+    raise SystemExit(f"no hierarchy stage (without text terms) at or before {stage}")
+
+
+def cross_validate_model(refit, texts, codes, desc) -> dict:
+    """bl.cross_validate of the per-fold refit, plus the calibration report over both folds' test texts."""
+    from naics_pipeline.text.calibration import LevelMap, calibration_report
+
+    probs = []
+
+    def recording(train_texts, train_codes):
+        predict = refit(train_texts, train_codes)
+
+        def wrapped(q, k):
+            out = predict(q, k)
+            probs.append(refit.last["probabilities"])
+            return out
+        return wrapped
+    res = bl.cross_validate(recording, texts, codes, desc)
+    fold, codes_arr = bl.cv_folds(len(texts)), np.array(codes, dtype=object)
+    pos = {c: i for i, c in enumerate(refit.candidates)}
+    truth = np.concatenate([[pos[c] for c in codes_arr[fold == f]] for f in range(bl.CV_FOLDS)]).astype(np.int64)
+    t, six = refit.table, refit.table.codes[refit.six]
+    levels = LevelMap(six.tolist(), {4: dict(zip(six, t.industry_group[refit.six])),
+                                     2: dict(zip(six, t.sector[refit.six]))})
+    res["calibration"] = calibration_report(np.concatenate(probs), truth, levels)
+    res["fold_weights"] = refit.weights_seen
+    return res
+
 
 
 def run_holdout(name: str, predict: bl.Predict, entries, codes, desc, fit_seconds: float = 0.0) -> list[dict]:
@@ -92,6 +210,21 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+
+def calibration_markdown(reports: dict[str, dict]) -> str:
+    head = ["split", "ECE 6d", "ECE 4d", "ECE 2d"] + [f"{what} at {p}%" for p in (90, 95, 99)
+                                                      for what in ("6-digit coverage / precision",
+                                                                   "back-off coverage / precision")]
+    out = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for split, r in reports.items():
+        cells = [split, *(f"{r[f'ece_{lv}digit']:.3f}" for lv in (6, 4, 2))]
+        for p in (90, 95, 99):
+            cells.append(f"{r[f'coverage6_at_{p}']:.3f} / {r[f'precision6_at_{p}']:.3f}")
+            cells.append(f"{r[f'coverage_backoff_at_{p}']:.3f} / {r[f'precision_backoff_at_{p}']:.3f}")
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", required=True)
@@ -99,25 +232,38 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--no-cv", action="store_true", help="skip the 2-fold cross-validation")
     ap.add_argument("--beacon", default=str(bl.BEACON_PATH), help="path of BEACON's beacon.py")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda: where the model and MiniLM run")
+    ap.add_argument("--batch-size", type=int, default=None, help="classify's batch (default: 512 CPU, 8192 GPU)")
+    ap.add_argument("--throughput-texts", type=int, default=2000, help="held-out texts timed (0: skip)")
+    ap.add_argument("--hierarchy-stage", default=None,
+                    help="stage whose code points the CV refit uses (default: the last without text terms)")
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
     args = ap.parse_args()
     layout = Layout(Path(args.root))
     desc, holdout = pq.read_table(layout.descriptions), pq.read_table(layout.index_holdout)
     methods = [m for m in args.methods.split(",") if m]
+    gpu = args.device.startswith("cuda")
+    batch = args.batch_size or (8192 if gpu else BATCH_SIZE)
     train_texts, train_codes = bl.training_entries(desc)
     entries, codes = holdout.column("entry").to_pylist(), holdout.column("code").to_pylist()
     print(f"training entries: {len(train_texts):,} (kept index entries + 6-digit titles); held-out: {len(entries):,}",
           file=sys.stderr)
-    rows, skipped = [], {}
-    throughput = None
+    rows, skipped, reports, speed, clf = [], {}, {}, None, None
     if "model" in methods:
         t0 = time.perf_counter()
-        clf, predict = model_predict(layout.root, args.stage, skipped)
-        if predict is not None:
-            name = f"model ({clf.stage}, {clf.encoder.__class__.__name__})"
-            rows += run_holdout(name, predict, entries, codes, desc, time.perf_counter() - t0)
-            throughput = len(entries) / rows[-2]["predict_s"]
-    fitters = baseline_fitters(methods, Path(args.beacon), skipped)
+        clf = load_model(layout.root, args.stage, args.device, skipped)
+        if clf is not None:
+            print(f"model loaded in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+            part_rows, reports["held-out"] = model_parts(clf, desc, entries, codes)
+            rows += part_rows
+            if args.throughput_texts:
+                speed = throughput(clf, entries[:args.throughput_texts], batch)
+    frozen = None
+    if clf is not None and clf.encoder.name.startswith("minilm"):
+        from naics_pipeline.text.encoder import make_encoder
+
+        frozen = clf.encoder if not clf.fine_tuned else make_encoder(clf.encoder.name, args.device)
+    fitters = baseline_fitters(methods, Path(args.beacon), skipped, frozen)
     for name, fit in fitters.items():
         print(f"held-out: {name}", file=sys.stderr)
         t0 = time.perf_counter()
@@ -125,23 +271,48 @@ def main() -> None:
         rows += run_holdout(name, predict, entries, codes, desc, time.perf_counter() - t0)
     if not args.no_cv:
         cv_texts, cv_codes = bl.all_index_entries(desc, holdout)
+        if clf is not None:
+            from naics_pipeline.text.crossfit import FoldRefit
+
+            hierarchy = args.hierarchy_stage or last_hierarchy_stage(layout, clf.stage)
+            encoder = bl.CachedEncoder(frozen or clf.encoder, batch_size=1024 if gpu else 128)
+            refit = FoldRefit(layout.root, hierarchy, encoder, features=clf.index.features)
+            print(f"2-fold CV: model, refitted per fold over {hierarchy}'s code points", file=sys.stderr)
+            t0 = time.perf_counter()
+            res = cross_validate_model(refit, cv_texts, cv_codes, desc)
+            reports["2-fold CV"] = res["calibration"]
+            rows.append({"method": "model", "split": f"{res['folds']}-fold CV (seed {bl.CV_SEED})",
+                         "entries": res["entries"], **{c: res[c] for c in COLUMNS},
+                         "seconds": time.perf_counter() - t0})
+            print(f"CV fusion weights per fold: {res['fold_weights']}", file=sys.stderr)
         for name, fit in cv_fitters(fitters).items():
             print(f"2-fold CV: {name}", file=sys.stderr)
             t0 = time.perf_counter()
-            cv = bl.cross_validate(fit, cv_texts, cv_codes, desc)
-            rows.append({"method": name, "split": f"{cv['folds']}-fold CV (seed {bl.CV_SEED})",
-                         "entries": cv["entries"], **{c: cv[c] for c in COLUMNS},
+            res = bl.cross_validate(fit, cv_texts, cv_codes, desc)
+            rows.append({"method": name, "split": f"{res['folds']}-fold CV (seed {bl.CV_SEED})",
+                         "entries": res["entries"], **{c: res[c] for c in COLUMNS},
                          "seconds": time.perf_counter() - t0})
     rows.append({"method": "BEACON published", "split": "2-fold CV, BEACON's 2017 data", "entries": 41_918,
                  "top1_6digit": bl.BEACON_PUBLISHED_TOP1})
     print(markdown(rows))
     for why in skipped.values():
         print(f"- {why}")
-    if throughput is not None:
-        print(f"- classify batch mode: {throughput:,.0f} texts/s ({len(entries):,} held-out entries, encode + "
-              f"map + rank, {BATCH_SIZE} texts a batch, {os.cpu_count()} CPU cores)")
+    if reports:
+        print()
+        print(calibration_markdown(reports))
+    if clf is not None:
+        print(f"- fusion weights ({clf.stage}): " + ", ".join(f"{f} {w:.2f}" for f, w in
+                                                             zip(clf.index.features, clf.index.weights)))
+    if speed is not None:
+        import torch
+
+        print(f"- batch throughput over {args.throughput_texts:,} held-out entries, {batch} a batch, device "
+              f"{args.device}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}: encoder alone "
+              f"{speed['encode']:,.0f} texts/s, classify {speed['classify']:,.0f} texts/s "
+              f"(classify costs {speed['encode'] / speed['classify']:.2f}x the bare encoding)")
     if args.out:
-        Path(args.out).write_text(json.dumps({"rows": rows, "skipped": skipped}, indent=2))
+        Path(args.out).write_text(json.dumps({"rows": rows, "skipped": skipped, "calibration": reports,
+                                              "throughput": speed}, indent=2, default=float))
 
 
 if __name__ == "__main__":

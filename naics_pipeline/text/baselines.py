@@ -22,7 +22,6 @@ import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 
@@ -39,30 +38,30 @@ BEACON_PATH = Path(__file__).resolve().parents[3] / "shared" / "peers" / "beacon
 # weighted by establishment counts), 6-digit top-1. A reference row, not measured here.
 BEACON_PUBLISHED_TOP1 = 0.825
 
-_EXAMPLES_SQL = """
-    SELECT code, trim(entry) AS entry, 0 AS kind FROM (
-        SELECT code, unnest(string_split(examples, '; ')) AS entry FROM descriptions
-        WHERE level = 6 AND coalesce(examples, '') <> '')
-    WHERE trim(entry) <> ''
-"""
-
-
 def training_entries(descriptions: pa.Table) -> tuple[list[str], list[str]]:
-    """(texts, codes): every kept index entry of a 6-digit code, then every 6-digit title."""
-    rows = duckdb.sql(f"""
-        SELECT entry, code FROM ({_EXAMPLES_SQL}
-            UNION ALL SELECT code, title, 1 FROM descriptions WHERE level = 6)
-        ORDER BY kind, code""").fetchall()
-    return [r[0] for r in rows], [r[1] for r in rows]
+    """(texts, codes): every kept index entry of a 6-digit code (by code), then every 6-digit title (by code)."""
+    from naics_pipeline.text.splits import kept_entries
+
+    texts, codes = kept_entries(descriptions)
+    order = sorted(range(len(texts)), key=lambda i: codes[i])
+    six = sorted((c, t) for c, t, lv in zip(descriptions.column("code").to_pylist(),
+                                            descriptions.column("title").to_pylist(),
+                                            descriptions.column("level").to_pylist()) if lv == 6)
+    return [texts[i] for i in order] + [t for _, t in six], [codes[i] for i in order] + [c for c, _ in six]
 
 
 def all_index_entries(descriptions: pa.Table, holdout: pa.Table) -> tuple[list[str], list[str]]:
-    """(texts, codes): the 6-digit index entries, kept and held out (no titles), the cross-validation set."""
-    rows = duckdb.sql(f"""
-        SELECT entry, code FROM ({_EXAMPLES_SQL}
-            UNION ALL SELECT h.code, h.entry, 2 FROM holdout h JOIN descriptions d USING (code) WHERE d.level = 6)
-        ORDER BY code, entry""").fetchall()
-    return [r[0] for r in rows], [r[1] for r in rows]
+    """(texts, codes): the 6-digit index entries, kept and held out (no titles), ordered by (code, entry):
+    the cross-validation set."""
+    from naics_pipeline.text.splits import kept_entries
+
+    texts, codes = kept_entries(descriptions)
+    six = {c for c, lv in zip(descriptions.column("code").to_pylist(), descriptions.column("level").to_pylist())
+           if lv == 6}
+    rows = list(zip(codes, texts)) + [(c, e) for c, e in zip(holdout.column("code").to_pylist(),
+                                                             holdout.column("entry").to_pylist()) if c in six]
+    rows.sort()
+    return [e for _, e in rows], [c for c, _ in rows]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from naics_pipeline.layout import Layout
 
 BATCH_SIZE = 512                       # texts encoded and ranked per step in batch mode
+ENCODE_BATCH_CPU, ENCODE_BATCH_GPU = 64, 1024   # the encoder's own batch inside a step
 INPUT_FORMATS = (".csv", ".parquet")
 OUTPUT_FORMATS = (".csv", ".parquet", ".json")
 OUTPUT_SCHEMA = pa.schema([
@@ -106,7 +107,8 @@ class TextClassifier:
     split); without it, it is the geometry's softmax alone (`self.index is None`)."""
 
     def __init__(self, encoder, to_points: QueryMapper, points: np.ndarray, table: CodeTable,
-                 curvature: float, temperature: float, stage: str, index=None, fine_tuned: bool = False):
+                 curvature: float, temperature: float, stage: str, index=None, fine_tuned: bool = False,
+                 device: str = "cpu"):
         from naics_pipeline.text.calibration import LevelMap
 
         self.encoder = encoder
@@ -118,6 +120,7 @@ class TextClassifier:
         self.stage = stage
         self.index = index
         self.fine_tuned = fine_tuned     # the stage fine-tuned the encoder: its vectors are its own, not cached
+        self.device = device
         self.six = np.nonzero(table.levels == 6)[0]
         six = table.codes[self.six]
         self.levels = LevelMap(six.tolist(), {4: dict(zip(six, table.industry_group[self.six])),
@@ -150,6 +153,8 @@ class TextClassifier:
         text_encoder = make_encoder(encoder or blob["encoder"], device)
         if "text_encoder" in blob:   # the stage fine-tuned the encoder: its own weights, not the frozen ones
             text_encoder.model.load_state_dict({k: v.float() for k, v in blob["text_encoder"].items()})
+        if device.startswith("cuda") and hasattr(text_encoder, "model"):
+            text_encoder.model.half()   # inference in fp16 on a GPU: the entry index is encoded the same way
         temperature = blob["text_config"]["temperature"] if "text_config" in blob else cfg["temperature"]
         index = None
         index_path = model_path.parent / INDEX_FILE
@@ -161,12 +166,13 @@ class TextClassifier:
             if index.meta.get("model") != _file_digest(model_path):
                 raise ClassifyError(f"{index_path} was built for another {model_path}: rematerialize text_entry_index")
         return cls(text_encoder, query_mapper(model, blob), points, table, cfg["curvature"], temperature,
-                   model_path.parent.name, index, "text_encoder" in blob)
+                   model_path.parent.name, index, "text_encoder" in blob, device)
 
     # -- the two signals -------------------------------------------------------------------------
     def encode(self, texts: list[str]) -> np.ndarray:
         """(Q, D) L2-normalised vectors of the texts by the stage's encoder."""
-        return self.encoder.encode(list(texts)).astype(np.float32)
+        batch = ENCODE_BATCH_GPU if self.device.startswith("cuda") else ENCODE_BATCH_CPU
+        return self.encoder.encode(list(texts), batch_size=batch).astype(np.float32)
 
     def points_of(self, vectors: np.ndarray, level: int = 6) -> np.ndarray:
         """Encoded texts -> (Q, d+1) points in the codes' space (query_mapper, the text in the title channel)."""
@@ -197,19 +203,19 @@ class TextClassifier:
     def scorer(self):
         if self._scorer is None:
             self._scorer = self.index.scorer(self.table.codes[self.six].tolist(),
-                                             np.asarray(self.table.industry_group[self.six], dtype=str))
+                                             np.asarray(self.table.industry_group[self.six], dtype=str), self.device)
         return self._scorer
 
     def probabilities(self, texts: list[str], vectors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """((Q, C6) probabilities of the 6-digit codes, (Q, C6) Lorentz distances) for texts."""
-        from naics_pipeline.text.fusion import log_softmax, probabilities
+        from naics_pipeline.text.fusion import log_softmax
 
         vectors = self.encode(texts) if vectors is None else vectors
         dist = self.distances(vectors)
         geometry = log_softmax(-dist / self.temperature)
         if self.index is None:
             return np.exp(geometry), dist
-        return probabilities(self.scorer()(vectors, list(texts), geometry), self.index.weights), dist
+        return np.exp(log_softmax(self.scorer().scores(vectors, list(texts), geometry, self.index.weights))), dist
 
     # -- answers ---------------------------------------------------------------------------------
     def classify(self, texts: list[str], k: int = 5, min_precision: float | None = None,

@@ -66,17 +66,17 @@ class Scorer:
     """Features of texts against the candidate codes over one set of known texts."""
 
     def __init__(self, known: KnownTexts, candidates: list[str], groups: np.ndarray,
-                 features: tuple[str, ...] = FEATURES):
+                 features: tuple[str, ...] = FEATURES, device: str = "cpu"):
         self.candidates, self.features = list(candidates), tuple(features)
         self.dense = {}
         for k, kind in enumerate(KINDS):
             rows = known.kinds == k
-            if kind in features and rows.any():
+            if (kind in features or (kind == "entry" and "entry_group" in features)) and rows.any():
                 self.dense[kind] = DenseIndex(known.vectors[rows], [c for c, r in zip(known.codes, rows) if r],
-                                              self.candidates)
+                                              self.candidates, device)
         lex = known.kinds <= 1
         self.lexical = (LexicalIndex([t for t, r in zip(known.texts, lex) if r],
-                                     [c for c, r in zip(known.codes, lex) if r], self.candidates)
+                                     [c for c, r in zip(known.codes, lex) if r], self.candidates, device=device)
                         if "lexical" in features else None)
         # candidates sorted by group, where each group starts: for the group max
         self._group_order = np.argsort(groups, kind="stable")
@@ -90,8 +90,8 @@ class Scorer:
         best = np.maximum.reduceat(x[:, self._group_order], self._group_starts, axis=1)
         return best[:, self._group_of]
 
-    def __call__(self, vectors: np.ndarray, texts: list[str], geometry: np.ndarray | None) -> np.ndarray:
-        """(Q, C, F) features of texts (their vectors (Q, D)), with the geometry log-probs (Q, C)."""
+    def columns(self, vectors: np.ndarray, texts: list[str], geometry: np.ndarray | None) -> dict[str, np.ndarray]:
+        """Each feature's (Q, C) matrix for texts (their vectors (Q, D)), with the geometry log-probs (Q, C)."""
         cols, entry = {}, None
         for kind, index in self.dense.items():
             cols[kind] = best = index.best(vectors)
@@ -104,8 +104,23 @@ class Scorer:
             cols["lexical"] = self.lexical.best(texts)
         if "geometry" in self.features:
             cols["geometry"] = geometry
+        return cols
+
+    def __call__(self, vectors: np.ndarray, texts: list[str], geometry: np.ndarray | None) -> np.ndarray:
+        """(Q, C, F) features of texts (their vectors (Q, D)), with the geometry log-probs (Q, C)."""
+        cols = self.columns(vectors, texts, geometry)
         zero = np.zeros((len(texts), len(self.candidates)), np.float32)
         return np.stack([np.asarray(cols.get(f, zero), np.float32) for f in self.features], axis=-1)
+
+    def scores(self, vectors: np.ndarray, texts: list[str], geometry: np.ndarray | None,
+               weights: np.ndarray) -> np.ndarray:
+        """(Q, C) fused scores w . x(q, c), summed feature by feature (no (Q, C, F) stack)."""
+        cols = self.columns(vectors, texts, geometry)
+        out = np.zeros((len(texts), len(self.candidates)), np.float64)
+        for f, w in zip(self.features, weights):
+            if f in cols:
+                out += w * cols[f]
+        return out
 
 
 @dataclass
@@ -117,9 +132,9 @@ class EntryIndex:
     meta: dict = field(default_factory=dict)
     _scorer: Scorer | None = None
 
-    def scorer(self, candidates: list[str], groups: np.ndarray) -> Scorer:
+    def scorer(self, candidates: list[str], groups: np.ndarray, device: str = "cpu") -> Scorer:
         if self._scorer is None:
-            self._scorer = Scorer(self.known, candidates, groups, self.features)
+            self._scorer = Scorer(self.known, candidates, groups, self.features, device)
         return self._scorer
 
     def save(self, path: Path) -> None:

@@ -5,7 +5,8 @@ The known texts are the kept index entries and the 6-digit titles (text.index de
 is exact: one (Q x N) product of normalised vectors then a segmented max per code. At N ~ 17K x 384
 float32 a batch of 512 queries costs ~3.4 GFLOP in numpy's BLAS (tens of ms on 2 cores against
 seconds of encoding); an approximate index would add a dependency and recall loss to save nothing
-measurable (benchmarks/bench_text.py times both parts)."""
+measurable (benchmarks/bench_text.py times both parts). On a GPU (`device="cuda"`) the same exact
+search runs there: the product in torch and the per-code max as a scatter_reduce."""
 from __future__ import annotations
 
 import numpy as np
@@ -27,6 +28,21 @@ class CodeSegments:
         self.has = counts > 0
         self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[self.has]
         self.n = len(candidates)
+        self.rows = len(row_codes)
+
+    def torch_index(self, device):
+        """(N,) candidate position of each sorted row, on `device` (for scatter_reduce)."""
+        import torch
+
+        counts = np.diff(np.r_[self.starts, self.rows])
+        return torch.as_tensor(np.repeat(np.nonzero(self.has)[0], counts), device=device)
+
+    def max_per_code_torch(self, sims, index, empty: float) -> np.ndarray:
+        import torch
+
+        out = torch.full((sims.shape[0], self.n), empty, dtype=sims.dtype, device=sims.device)
+        out.scatter_reduce_(1, index.expand(sims.shape[0], -1), sims, reduce="amax", include_self=True)
+        return out.float().cpu().numpy()
 
     def max_per_code(self, sims: np.ndarray, empty: float) -> np.ndarray:
         """(Q, N) similarities in the rows' sorted order -> (Q, C) best per candidate."""
@@ -39,12 +55,23 @@ class CodeSegments:
 class DenseIndex:
     """Known texts' encoder vectors (rows L2-normalised), max cosine per candidate code."""
 
-    def __init__(self, vectors: np.ndarray, row_codes: list[str], candidates: list[str]):
+    def __init__(self, vectors: np.ndarray, row_codes: list[str], candidates: list[str], device: str = "cpu"):
         self.segments = CodeSegments(row_codes, candidates)
         self.vectors = np.ascontiguousarray(vectors[self.segments.order], dtype=np.float32)
+        self.device = device
+        if device != "cpu":
+            import torch
+
+            self._vectors = torch.as_tensor(self.vectors, device=device).half()
+            self._index = self.segments.torch_index(device)
 
     def best(self, queries: np.ndarray) -> np.ndarray:
-        return self.segments.max_per_code(queries.astype(np.float32) @ self.vectors.T, -1.0)
+        if self.device == "cpu":
+            return self.segments.max_per_code(queries.astype(np.float32) @ self.vectors.T, -1.0)
+        import torch
+
+        q = torch.as_tensor(queries, device=self.device).half()
+        return self.segments.max_per_code_torch(q @ self._vectors.T, self._index, -1.0)
 
 
 class LexicalIndex:
@@ -52,7 +79,7 @@ class LexicalIndex:
     the vocabulary and idf are fitted on the known texts."""
 
     def __init__(self, texts: list[str], row_codes: list[str], candidates: list[str], analyzer: str = "word",
-                 ngram_range: tuple[int, int] = (1, 2)):
+                 ngram_range: tuple[int, int] = (1, 2), device: str = "cpu"):
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         self.segments = CodeSegments(row_codes, candidates)
@@ -60,7 +87,21 @@ class LexicalIndex:
                                           strip_accents="unicode", dtype=np.float32)
         matrix = self.vectorizer.fit_transform(texts)
         self.matrix_t = matrix[self.segments.order].T.tocsr()
+        self.device = device
+        if device != "cpu":
+            import torch
+
+            self._dense_t = torch.as_tensor(self.matrix_t.toarray(), device=device)     # (V, N) float32
+            self._index = self.segments.torch_index(device)
 
     def best(self, texts: list[str]) -> np.ndarray:
-        sims = (self.vectorizer.transform(texts) @ self.matrix_t).toarray()
-        return self.segments.max_per_code(sims, 0.0)
+        q = self.vectorizer.transform(texts)
+        if self.device == "cpu":
+            return self.segments.max_per_code((q @ self.matrix_t).toarray(), 0.0)
+        import torch
+
+        q = q.tocsr()
+        sparse = torch.sparse_csr_tensor(torch.as_tensor(q.indptr, dtype=torch.int64),
+                                         torch.as_tensor(q.indices, dtype=torch.int64),
+                                         torch.as_tensor(q.data, dtype=torch.float32), size=q.shape).to(self.device)
+        return self.segments.max_per_code_torch(torch.sparse.mm(sparse, self._dense_t), self._index, 0.0)

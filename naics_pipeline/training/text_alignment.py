@@ -240,3 +240,30 @@ class TextAlignmentModule(NaicsContrastive):
         if self.text_side.encoder is not None:
             state["text_encoder"] = {k: v.half() for k, v in self.text_side.encoder.state_dict().items()}
         return state
+
+
+def fit_query_head(features: np.ndarray, leaf: np.ndarray, leaf_points: np.ndarray, radius: float, c: float,
+                   cfg: TextConfig | None = None, epochs: int = 12, batch_size: int = 256, lr: float = 1e-3,
+                   seed: int = 0) -> QueryHead:
+    """A query head trained alone on frozen text features (T, D) and their leaf positions (T,) against
+    fixed leaf points (L, d+1): the all-leaf cross-entropy of the text stage, codes not moving. Used to
+    refit the text side on a cross-validation fold in seconds (text.crossfit)."""
+    cfg = cfg or TextConfig()
+    torch.manual_seed(seed)
+    head = QueryHead(features.shape[1], cfg.hidden_dim, leaf_points.shape[1] - 1)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
+    x = torch.as_tensor(features, dtype=torch.float32)
+    y = torch.as_tensor(leaf, dtype=torch.long)
+    points = torch.as_tensor(leaf_points, dtype=torch.float64)
+    r = torch.tensor([radius], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(seed)
+    head.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x), generator=gen).split(batch_size):
+            logits = -lorentz.pairwise_distance(head(x[idx], r, c), points, c) / cfg.temperature
+            loss = F.cross_entropy(logits, y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    head.eval()
+    return head

@@ -1,0 +1,104 @@
+"""The classifier refitted on a cross-validation fold, so that no test text of the fold reaches any
+part that scores it.
+
+Per fold, from the fold's training texts alone:
+- a validation part is carved (text.splits' rule over the fold's training texts);
+- the text side: a query head trained on the frozen encoder's features of the training texts minus
+  that validation part (training.text_alignment.fit_query_head), onto fixed code points;
+- the code points: the last hierarchy stage's code model (trained on code texts, never on texts as
+  queries) with the `examples` channel left empty, since that channel holds index entries of both folds;
+- the entry index: the fold's training texts, the 6-digit titles and descriptions; the fusion weights
+  fitted on the validation part against an index without it, then the index completed with it.
+Not refitted per fold: the code model's weights (stages 1-3). They were trained with the examples
+channel filled, which is the only route by which a test text of the fold touched them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from naics_pipeline.layout import Layout
+
+
+class FoldRefit:
+    """`fit(train_texts, train_codes) -> predict(texts, k)` for baselines.cross_validate; the fitted
+    parts of the last fit in `last` (probabilities of the test texts for the calibration report)."""
+
+    def __init__(self, root: Path, hierarchy_stage: str, encode, features=None):
+        import torch
+
+        from naics_pipeline.text.classify import CodeTable
+        from naics_pipeline.text.encoder import TextEmbeddings
+        from naics_pipeline.text.index import FEATURES
+        from naics_pipeline.training.loop import embed_all, load_model
+
+        layout = Layout(Path(root))
+        self.descriptions = pq.read_table(layout.descriptions)
+        self.table = CodeTable.from_descriptions(self.descriptions)
+        model, blob = load_model(layout.stage_dir(hierarchy_stage) / "model.pt")
+        emb = TextEmbeddings.load(layout.text_embeddings)
+        emb.channels[:, 2] = 0.0
+        emb.present[:, 2] = False
+        points, _ = embed_all(model, emb, self.table.levels.astype(np.int64))
+        self.six = np.nonzero(self.table.levels == 6)[0]
+        self.leaf_points = points[self.six]
+        self.curvature = blob["model_config"]["curvature"]
+        with torch.no_grad():
+            self.radius = float(model.level_radius(torch.tensor([6]))[0])
+        self.encode = encode
+        self.features = tuple(features or FEATURES)
+        self.candidates = self.table.codes[self.six].tolist()
+        self.groups = np.asarray(self.table.industry_group[self.six], dtype=str)
+        self.weights_seen: list[dict] = []
+
+    def geometry_of(self, head):
+        import torch
+
+        from naics_pipeline.text.fusion import log_softmax
+        from naics_pipeline.training.lorentz import pairwise_distance
+        from naics_pipeline.training.text_alignment import TextConfig
+
+        temperature = TextConfig().temperature
+
+        @torch.no_grad()
+        def geometry(vectors: np.ndarray) -> np.ndarray:
+            q = head(torch.as_tensor(vectors, dtype=torch.float32), torch.tensor([self.radius], dtype=torch.float64),
+                     self.curvature).numpy()
+            return log_softmax(-pairwise_distance(q, self.leaf_points, self.curvature) / temperature)
+        return geometry
+
+    def __call__(self, train_texts: list[str], train_codes: list[str]):
+        from naics_pipeline.text.fusion import probabilities
+        from naics_pipeline.text.index import KnownTexts, fit_index
+        from naics_pipeline.text.splits import validation_mask
+        from naics_pipeline.training.text_alignment import fit_query_head
+
+        pos = {c: i for i, c in enumerate(self.candidates)}
+        titles = self.table.titles[self.six].tolist()
+        descs = self.descriptions.column("description").to_pylist()
+        descs = [descs[i] for i in self.six]
+        texts = list(train_texts) + titles + [d.strip() for d in descs if d and d.strip()]
+        codes = list(train_codes) + self.candidates + [c for c, d in zip(self.candidates, descs) if d and d.strip()]
+        kinds = np.array([0] * len(train_texts) + [1] * len(titles) + [2] * (len(texts) - len(train_texts)
+                                                                           - len(titles)), np.int8)
+        vectors = self.encode(texts)
+        val = np.zeros(len(texts), bool)
+        val[:len(train_texts)] = validation_mask(list(train_texts), list(train_codes))
+        head_rows = (kinds <= 1) & ~val
+        head = fit_query_head(vectors[head_rows], np.array([pos[c] for c, r in zip(codes, head_rows) if r]),
+                              self.leaf_points, self.radius, self.curvature)
+        geometry = self.geometry_of(head)
+        index = fit_index(KnownTexts(texts, codes, kinds, vectors), val, geometry, self.candidates, self.groups,
+                          self.features)
+        scorer = index.scorer(self.candidates, self.groups)
+        cands = np.array(self.candidates, dtype=object)
+        self.last = {"index": index}
+        self.weights_seen.append(dict(zip(index.features, np.round(index.weights, 2).tolist())))
+
+        def predict(qtexts: list[str], k: int) -> np.ndarray:
+            qv = self.encode(list(qtexts))
+            p = probabilities(scorer(qv, list(qtexts), geometry(qv)), index.weights)
+            self.last["probabilities"] = p
+            return cands[np.argsort(-p, 1)[:, :k]]
+        return predict
