@@ -3,6 +3,7 @@ stage trained on a generated tree (hashing encoder, one epoch), called over HTTP
 import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -233,6 +234,14 @@ def test_openapi_page(server):
     assert {"200", "400", "413", "415", "422"} <= set(spec["paths"]["/classify"]["post"]["responses"])
     page = requests.get(f"{server}/docs", timeout=10)
     assert page.status_code == 200 and "swagger" in page.text.lower() and "/openapi.json" in page.text
+    # the pages' scripts and styles come from this server, not from a CDN: they work offline
+    for path, n_assets in (("/docs", 2), ("/redoc", 1)):
+        html = requests.get(f"{server}{path}", timeout=10).text
+        assets = re.findall(r"""(?:src|href)=['"]([^'"]+\.(?:js|css))['"]""", html)
+        assert len(assets) == n_assets and all(a.startswith("/") for a in assets), (path, assets)
+        for asset in assets:
+            r = requests.get(f"{server}{asset}", timeout=10)
+            assert r.status_code == 200 and len(r.content) > 10_000, asset
 
 
 def test_the_server_still_answers_after_bad_requests(server):
@@ -247,3 +256,51 @@ def test_serve_without_a_model_fails_in_one_line(tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["serve", "--root", str(tmp_path), "--port", str(free_port())])
     assert str(exc.value).startswith("naics-pipeline serve: no trained model under") and "\n" not in str(exc.value)
+
+
+def test_waiting_requests_are_classified_together_and_answered_apart():
+    """Batcher: requests queued while a batch runs go as one classify call per (k, min_precision),
+    each request gets back its own texts' results, and a failing group fails only its own requests."""
+    import asyncio
+    import threading
+
+    from naics_pipeline.text.classify import ClassifyError
+    from naics_pipeline.text.service import Batcher
+
+    class Recorder:
+        stage = "fake"
+
+        def __init__(self):
+            self.calls, self.release = [], threading.Event()
+
+        def classify(self, texts, k=5, min_precision=None):
+            self.calls.append((list(texts), k, min_precision))
+            if len(self.calls) == 1:
+                self.release.wait(10)         # hold the first batch until the others are queued
+            if "bad" in texts:
+                raise ClassifyError("bad text")
+            return [{"text": t, "codes": [k], "confident": min_precision} for t in texts]
+
+    async def scenario():
+        clf = Recorder()
+        batcher = Batcher(clf, batch_texts=6)
+        async with batcher.running():
+            first = asyncio.create_task(batcher.classify(["a"], 1, None))
+            await asyncio.sleep(0.05)
+            jobs = [(["b", "c"], 2, None), (["d"], 3, 0.5), (["e"], 2, None), (["bad"], 4, None),
+                    (["f", "g", "h", "i", "j", "k", "l"], 2, None)]       # too many to join: a batch of its own
+            tasks = [asyncio.create_task(batcher.classify(*job)) for job in jobs]
+            await asyncio.sleep(0.05)
+            clf.release.set()
+            results = await asyncio.gather(first, *tasks, return_exceptions=True)
+        return clf.calls, results
+
+    calls, results = asyncio.run(scenario())
+    assert results[0] == [{"text": "a", "codes": [1], "confident": None}]
+    assert [r["text"] for r in results[1]] == ["b", "c"] and results[1][0]["codes"] == [2]
+    assert results[2] == [{"text": "d", "codes": [3], "confident": 0.5}]
+    assert [r["text"] for r in results[3]] == ["e"] and results[3][0]["codes"] == [2]
+    assert isinstance(results[4], ClassifyError)
+    assert [r["text"] for r in results[5]] == list("fghijkl")
+    assert calls == [(["a"], 1, None), (["b", "c", "e"], 2, None), (["d"], 3, 0.5), (["bad"], 4, None),
+                     (list("fghijkl"), 2, None)]

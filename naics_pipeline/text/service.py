@@ -2,7 +2,7 @@
 
     POST /classify  {"texts": [...], "k": 5, "min_precision": 0.95}  ->  {"stage": ..., "results": [...]}
     GET  /healthz   ->  {"status": "ok", "stage": ...}
-    GET  /docs, /openapi.json: the OpenAPI page and schema.
+    GET  /docs, /redoc, /openapi.json: the OpenAPI pages (their scripts served from the package) and schema.
 
 Bad requests get a 4xx JSON body `{"detail": one line, "field": the request field, "errors": [...]}`
 and the server goes on serving: 400 malformed JSON, 413 a body over MAX_BODY_BYTES (by Content-Length,
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections import deque
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from typing import Annotated, Any, Protocol
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -284,8 +286,10 @@ def create_app(classifier: Classifier) -> FastAPI:
         async with batcher.running():
             yield
 
-    app = FastAPI(title="naics-pipeline", version="1", lifespan=lifespan,
-                  description="Business descriptions -> NAICS 2022 codes, with calibrated confidence.")
+    # FastAPIOffline: FastAPI whose /docs and /redoc pages load Swagger UI and ReDoc from files in the
+    # package, not from a CDN (the pages work on a host without internet)
+    app = FastAPIOffline(title="naics-pipeline", version="1", lifespan=lifespan,
+                         description="Business descriptions -> NAICS 2022 codes, with calibrated confidence.")
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     errors = {400: {"model": Error, "description": "malformed JSON"},
               413: {"model": Error, "description": f"body over {MAX_BODY_BYTES:,} bytes"},
@@ -349,5 +353,6 @@ def serve(root: Path, stage: str | None = None, host: str = DEFAULT_HOST, port: 
     from naics_pipeline.text.classify import TextClassifier
 
     classifier = TextClassifier.load(Path(root), stage)
-    log.info("loaded %s from %s", classifier.stage, root)
+    print(f"naics-pipeline serve: {classifier.stage} of {root} on http://{host}:{port} (/docs for the API)",
+          file=sys.stderr, flush=True)
     uvicorn.run(create_app(classifier), host=host, port=port, log_level=log_level)
