@@ -154,6 +154,9 @@ def check_error(r: requests.Response, status: int, field: str | None, message: s
     ({"texts": ["soy"], "min_precision": -0.5}, "min_precision", "must be in (0, 1]"),
     ({"texts": ["soy"], "min_precision": 1.01}, "min_precision", "must be in (0, 1], not 1.01"),
     ({"texts": ["soy"], "min_precision": "high"}, "min_precision", "must be a number in (0, 1] or null"),
+    ({"texts": ["soy"], "min_precision": "0.9"}, "min_precision", "must be a number in (0, 1] or null, not a string"),
+    ({"texts": ["soy"], "min_precision": True}, "min_precision", "not a boolean"),
+    ({"texts": ["soy"], "k": True}, "k", "k: must be an integer, not a boolean"),
     ({"texts": ["soy"], "text": "soy"}, "text", "text: unknown field; the fields are texts, k, min_precision"),
 ])
 def test_invalid_fields_get_a_422_naming_the_field(server, body, field, message):
@@ -304,3 +307,37 @@ def test_waiting_requests_are_classified_together_and_answered_apart():
     assert [r["text"] for r in results[5]] == list("fghijkl")
     assert calls == [(["a"], 1, None), (["b", "c", "e"], 2, None), (["d"], 3, 0.5), (["bad"], 4, None),
                      (list("fghijkl"), 2, None)]
+
+
+def test_a_failure_of_the_server_is_a_500_without_its_trace(caplog):
+    """A classifier that breaks (not the client's doing): 500, a JSON body without the exception or its
+    trace (those go to the log), and the service goes on answering."""
+    import threading
+
+    import uvicorn
+
+    from naics_pipeline.text.service import create_app
+
+    class Broken:
+        stage = "broken"
+
+        def classify(self, texts, k=5, min_precision=None):
+            raise ZeroDivisionError("internal detail")
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(Broken()), host="127.0.0.1", port=port, log_level="critical"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        r = requests.post(f"http://127.0.0.1:{port}/classify", json={"texts": ["soy"]}, timeout=30)
+        assert r.status_code == 500 and r.json()["detail"] == "internal error: the server log has the details"
+        assert "internal detail" not in r.text and "Traceback" not in r.text
+        assert "ZeroDivisionError: internal detail" in caplog.text
+        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).json() == {"status": "ok",
+                                                                                        "stage": "broken"}
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

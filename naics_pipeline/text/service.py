@@ -145,7 +145,7 @@ class ClassifyRequest(BaseModel):
                               examples=[["soybean farm", "custom software programming"]])
     k: int = Field(5, ge=1, le=MAX_K, strict=True, description="codes per text, best first")
     min_precision: float | None = Field(
-        None, gt=0, le=1, allow_inf_nan=False,
+        None, gt=0, le=1, allow_inf_nan=False, strict=True,
         description="give each text the deepest level (6, 4 or 2 digits) whose calibrated confidence "
                     "reaches this precision, in `confident`; null there when no level does")
 
@@ -316,8 +316,8 @@ def create_app(classifier: Classifier) -> FastAPI:
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         if exc.status_code == 413:
             return too_large_response()
-        if exc.status_code == 400:   # the body could not be read as JSON at all (e.g. not UTF-8)
-            return error_response(400, "body", f"body: {exc.detail} (it must be UTF-8 JSON)")
+        if exc.status_code == 400:   # the body could not be decoded at all (not UTF-8)
+            return error_response(400, "body", "body: not readable as JSON text: it must be UTF-8 JSON")
         return JSONResponse({"detail": str(exc.detail), "field": None, "errors": []},
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
