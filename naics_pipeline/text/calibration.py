@@ -26,14 +26,14 @@ class LevelMap:
             pos = {c: i for i, c in enumerate(uniq)}
             self.codes[level] = np.array(uniq, dtype=object)
             self.member[level] = np.array([pos[c] for c in up], np.int64)
+        # (C6, C_level) 0/1: a product sums the 6-digit probabilities under each ancestor
+        self.onehot = {lv: np.eye(len(self.codes[lv]), dtype=np.float32)[self.member[lv]] for lv in (4, 2)}
 
     def probabilities(self, p6: np.ndarray, level: int) -> np.ndarray:
         """(Q, C6) -> (Q, C_level): summed over each ancestor's 6-digit codes."""
         if level == 6:
             return p6
-        out = np.zeros((p6.shape[0], len(self.codes[level])), p6.dtype)
-        np.add.at(out.T, self.member[level], p6.T)
-        return out
+        return p6 @ self.onehot[level].astype(p6.dtype)
 
     def truth(self, true6: np.ndarray, level: int) -> np.ndarray:
         """(Q,) positions of the true 6-digit candidates -> their ancestors' positions at `level`."""
@@ -43,13 +43,21 @@ class LevelMap:
 def back_off(p6: np.ndarray, levels: LevelMap, min_precision: float) -> list[tuple[int, int, float] | None]:
     """Per text: (level, position of the code among that level's codes, its probability) of the deepest
     level whose best probability is >= min_precision, or None."""
-    out: list[tuple[int, int, float] | None] = [None] * len(p6)
-    for level in reversed(LEVELS):            # shallow first, deeper levels overwrite
+    best = {}
+    for level in LEVELS:
         p = levels.probabilities(p6, level)
-        best = p.argmax(1)
-        conf = p[np.arange(len(p)), best]
+        arg = p.argmax(1)
+        best[level] = (arg, p[np.arange(len(p)), arg])
+    return choose_level(best, min_precision)
+
+
+def choose_level(best: dict[int, tuple[np.ndarray, np.ndarray]], min_precision: float):
+    """{level: ((Q,) best position, (Q,) its probability)} -> back_off's list."""
+    out: list[tuple[int, int, float] | None] = [None] * len(best[6][0])
+    for level in reversed(LEVELS):            # shallow first, deeper levels overwrite
+        arg, conf = best[level]
         for i in np.nonzero(conf >= min_precision)[0]:
-            out[i] = (level, int(best[i]), float(conf[i]))
+            out[i] = (level, int(arg[i]), float(conf[i]))
     return out
 
 

@@ -62,12 +62,13 @@ def query_mapper(model, blob: dict) -> QueryMapper:
         text, cfg = TextConfig(**blob["text_config"]), blob["model_config"]
         head = QueryHead(cfg["text_dim"], text.hidden_dim, cfg["embedding_dim"])
         head.load_state_dict(blob["text_head"])
-        head.eval()
+        dev = next(model.parameters()).device
+        head.to(dev).eval()
 
         @torch.no_grad()
         def through_head(channels, present, level):
             radius = model.level_radius(torch.tensor([6]))
-            return head(torch.as_tensor(channels[:, 0]).float(), radius, cfg["curvature"]).numpy()
+            return head(torch.as_tensor(channels[:, 0], device=dev).float(), radius, cfg["curvature"]).cpu().numpy()
         return through_head
     from naics_pipeline.training.loop import embed_queries
 
@@ -217,14 +218,48 @@ class TextClassifier:
             return np.exp(geometry), dist
         return np.exp(log_softmax(self.scorer().scores(vectors, list(texts), geometry, self.index.weights))), dist
 
+    def ranked(self, texts: list[str], k: int, min_precision: float | None = None):
+        """(top-k positions among the 6-digit codes (Q, k), their probabilities, their Lorentz distances,
+        back_off's list or None) for texts. On a GPU the fusion, softmax, top-k and level sums stay there."""
+        from naics_pipeline.text.calibration import LEVELS, back_off, choose_level
+
+        vectors = self.encode(texts)
+        k = min(k, len(self.six))
+        if self.device == "cpu" or self.index is None:
+            p, dist = self.probabilities(texts, vectors)
+            top = np.argpartition(-p, k - 1, axis=1)[:, :k] if k < p.shape[1] else np.tile(np.arange(k), (len(p), 1))
+            top = np.take_along_axis(top, np.argsort(-np.take_along_axis(p, top, 1), axis=1, kind="stable"), 1)
+            chosen = back_off(p, self.levels, min_precision) if min_precision is not None else None
+            return top, np.take_along_axis(p, top, 1), np.take_along_axis(dist, top, 1), chosen
+        import torch
+
+        from naics_pipeline.training.lorentz import pairwise_distance
+
+        if not hasattr(self, "_six_points_t"):
+            self._six_points_t = torch.as_tensor(self.points[self.six], device=self.device)
+            self._onehot_t = {lv: torch.as_tensor(m, device=self.device) for lv, m in self.levels.onehot.items()}
+        q = torch.as_tensor(self.points_of(vectors, 6), device=self.device)
+        dist = pairwise_distance(q, self._six_points_t, self.curvature)
+        geometry = torch.log_softmax(-dist / self.temperature, dim=1)
+        scores = self.scorer().scores_torch(vectors, list(texts), geometry, self.index.weights)
+        p = torch.softmax(scores, dim=1)
+        score, top = p.topk(k, dim=1)
+        chosen = None
+        if min_precision is not None:
+            best = {}
+            for level in LEVELS:
+                pl = p if level == 6 else p @ self._onehot_t[level]
+                conf, arg = pl.max(1)
+                best[level] = (arg.cpu().numpy(), conf.double().cpu().numpy())
+            chosen = choose_level(best, min_precision)
+        return (top.cpu().numpy(), score.double().cpu().numpy(), dist.gather(1, top).cpu().numpy(), chosen)
+
     # -- answers ---------------------------------------------------------------------------------
     def classify(self, texts: list[str], k: int = 5, min_precision: float | None = None,
                  batch_size: int = BATCH_SIZE) -> list[dict]:
         """Per text: {"text", "codes": the k most probable 6-digit codes [{"code", "title", "score",
         "level"}], "confident": {"code", "level", "score"} of the deepest level (6, 4, 2 digits) whose
         probability reaches min_precision, or None (also when min_precision is None)}."""
-        from naics_pipeline.text.calibration import back_off
-
         check_arguments(k, min_precision)
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise ClassifyError("texts must be a list of strings")
@@ -232,17 +267,16 @@ class TextClassifier:
         k = min(k, len(self.six))
         for start in range(0, len(texts), batch_size):
             chunk = list(texts[start:start + batch_size])
-            p, _ = self.probabilities(chunk)
-            top = np.argsort(-p, axis=1, kind="stable")[:, :k]
-            chosen = back_off(p, self.levels, min_precision) if min_precision is not None else [None] * len(chunk)
+            top, score, _, chosen = self.ranked(chunk, k, min_precision)
+            chosen = chosen if chosen is not None else [None] * len(chunk)
             for i, text in enumerate(chunk):
                 rows = self.six[top[i]]
                 codes = [{"code": c, "title": t, "score": float(s), "level": 6}
-                         for c, t, s in zip(self.table.codes[rows], self.table.titles[rows], p[i, top[i]])]
+                         for c, t, s in zip(self.table.codes[rows], self.table.titles[rows], score[i])]
                 confident = None
                 if chosen[i] is not None:
-                    level, pos, score = chosen[i]
-                    confident = {"code": str(self.levels.codes[level][pos]), "level": level, "score": score}
+                    level, pos, conf = chosen[i]
+                    confident = {"code": str(self.levels.codes[level][pos]), "level": level, "score": conf}
                 out.append({"text": text, "codes": codes, "confident": confident})
         return out
 
@@ -270,8 +304,6 @@ class TextClassifier:
         ranking and score are the classifier's probabilities (fused when the stage has an entry
         index); at other levels (`nearest --level`) the geometry's. With `min_precision`, every row
         also carries its text's back-off answer (CONFIDENT_FIELDS; null where no level reaches it)."""
-        from naics_pipeline.text.calibration import back_off
-
         check_arguments(k, min_precision)
         if min_precision is not None and level != 6:
             raise ClassifyError("min_precision needs the 6-digit ranking (level 6)")
@@ -279,15 +311,12 @@ class TextClassifier:
         for start in range(0, len(texts), batch_size):
             chunk = list(texts[start:start + batch_size])
             if level == 6:
-                p, dist = self.probabilities(chunk)
-                kk = min(k, len(self.six))
-                top = np.argsort(-p, axis=1, kind="stable")[:, :kk]
-                idx, d, score = self.six[top], np.take_along_axis(dist, top, 1), np.take_along_axis(p, top, 1)
+                top, score, d, chosen = self.ranked(chunk, min(k, len(self.six)), min_precision)
+                idx = self.six[top]
             else:
                 idx, d, score = self.rank(self.query_points(chunk, level or 6), k, level)
             part = self._rows(idx, d, score, start)
             if min_precision is not None:
-                chosen = back_off(p, self.levels, min_precision)
                 per_text = [(None, None, None) if c is None else
                             (str(self.levels.codes[c[0]][c[1]]), c[0], c[2]) for c in chosen]
                 rep = np.repeat(np.arange(len(chunk)), idx.shape[1])

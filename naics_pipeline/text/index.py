@@ -112,6 +112,32 @@ class Scorer:
         zero = np.zeros((len(texts), len(self.candidates)), np.float32)
         return np.stack([np.asarray(cols.get(f, zero), np.float32) for f in self.features], axis=-1)
 
+    def scores_torch(self, vectors: np.ndarray, texts: list[str], geometry, weights: np.ndarray):
+        """scores() on the GPU: (Q, C) float32 torch on the indexes' device; `geometry` a torch (Q, C)."""
+        import torch
+
+        out = torch.zeros((len(texts), len(self.candidates)), dtype=torch.float32, device=geometry.device)
+        w = dict(zip(self.features, map(float, weights)))
+        entry = None
+        for kind, index in self.dense.items():
+            best = index.best_torch(vectors)
+            best = torch.where(best <= -1.0, torch.zeros_like(best), best)
+            if kind == "entry":
+                entry = best
+            if kind in w:
+                out += w[kind] * best
+        if "entry_group" in w:
+            if not hasattr(self, "_group_of_t"):
+                self._group_of_t = torch.as_tensor(self._group_of, device=out.device)
+            g = torch.full((len(texts), len(self._group_starts)), -1.0, device=out.device)
+            g.scatter_reduce_(1, self._group_of_t.expand(len(texts), -1), entry, reduce="amax", include_self=True)
+            out += w["entry_group"] * g[:, self._group_of_t]
+        if self.lexical is not None:
+            out += w["lexical"] * self.lexical.best_torch(texts)
+        if "geometry" in w:
+            out += w["geometry"] * geometry.float()
+        return out
+
     def scores(self, vectors: np.ndarray, texts: list[str], geometry: np.ndarray | None,
                weights: np.ndarray) -> np.ndarray:
         """(Q, C) fused scores w . x(q, c), summed feature by feature (no (Q, C, F) stack)."""

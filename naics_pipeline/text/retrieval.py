@@ -37,12 +37,13 @@ class CodeSegments:
         counts = np.diff(np.r_[self.starts, self.rows])
         return torch.as_tensor(np.repeat(np.nonzero(self.has)[0], counts), device=device)
 
-    def max_per_code_torch(self, sims, index, empty: float) -> np.ndarray:
+    def max_per_code_torch(self, sims, index, empty: float):
+        """(Q, N) torch similarities -> (Q, C) float32 torch best per candidate, on their device."""
         import torch
 
         out = torch.full((sims.shape[0], self.n), empty, dtype=sims.dtype, device=sims.device)
         out.scatter_reduce_(1, index.expand(sims.shape[0], -1), sims, reduce="amax", include_self=True)
-        return out.float().cpu().numpy()
+        return out.float()
 
     def max_per_code(self, sims: np.ndarray, empty: float) -> np.ndarray:
         """(Q, N) similarities in the rows' sorted order -> (Q, C) best per candidate."""
@@ -68,6 +69,10 @@ class DenseIndex:
     def best(self, queries: np.ndarray) -> np.ndarray:
         if self.device == "cpu":
             return self.segments.max_per_code(queries.astype(np.float32) @ self.vectors.T, -1.0)
+        return self.best_torch(queries).cpu().numpy()
+
+    def best_torch(self, queries):
+        """best() on the index's device, (Q, C) float32 torch (not for device "cpu")."""
         import torch
 
         q = torch.as_tensor(queries, device=self.device).half()
@@ -95,10 +100,15 @@ class LexicalIndex:
             self._index = self.segments.torch_index(device)
 
     def best(self, texts: list[str]) -> np.ndarray:
-        q = self.vectorizer.transform(texts)
         if self.device == "cpu":
-            return self.segments.max_per_code((q @ self.matrix_t).toarray(), 0.0)
+            return self.segments.max_per_code((self.vectorizer.transform(texts) @ self.matrix_t).toarray(), 0.0)
+        return self.best_torch(texts).cpu().numpy()
+
+    def best_torch(self, texts: list[str]):
+        """best() on the index's device, (Q, C) float32 torch (not for device "cpu")."""
         import torch
+
+        q = self.vectorizer.transform(texts)
 
         q = q.tocsr()
         sparse = torch.sparse_csr_tensor(torch.as_tensor(q.indptr, dtype=torch.int64),

@@ -1,0 +1,97 @@
+"""The classifier's parts on small generated data: the validation split, per-code retrieval, the
+conditional logit's fit, level probabilities, back-off, ECE and coverage."""
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from naics_pipeline.text.calibration import LevelMap, back_off, calibration_report, expected_calibration_error
+from naics_pipeline.text.fusion import fit_conditional_logit, probabilities
+from naics_pipeline.text.index import EntryIndex, KnownTexts, fit_index
+from naics_pipeline.text.retrieval import DenseIndex, LexicalIndex
+from naics_pipeline.text.splits import validation_mask, without_validation
+
+
+def test_validation_split_is_per_code_deterministic_and_keeps_two():
+    codes = ["A"] * 20 + ["B"] * 7 + ["C"] * 3 + ["D"] * 2
+    texts = [f"t{i}" for i in range(len(codes))]
+    mask = validation_mask(texts, codes)
+    per = {c: int(mask[[i for i, x in enumerate(codes) if x == c]].sum()) for c in "ABCD"}
+    assert per == {"A": 3, "B": 1, "C": 0, "D": 0}       # round(0.15 n), never below two kept
+    assert (validation_mask(texts[::-1], codes[::-1])[::-1] == mask).all()   # by content, not position
+
+
+def test_without_validation_drops_exactly_the_validation_entries():
+    entries = [f"entry {i}" for i in range(20)]
+    desc = pa.table({"code": ["111110", "11"], "level": pa.array([6, 2], pa.int8()),
+                     "examples": ["; ".join(entries), None]})
+    kept = without_validation(desc).column("examples").to_pylist()
+    mask = validation_mask(entries, ["111110"] * 20)
+    assert kept[0].split("; ") == [e for e, m in zip(entries, mask) if not m] and kept[1] is None
+
+
+def test_dense_and_lexical_index_give_the_best_text_per_code():
+    vectors = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [0.8, 0.6]], np.float32)
+    index = DenseIndex(vectors, ["B", "A", "C", "A"], ["A", "B", "C", "D"])
+    got = index.best(np.array([[1.0, 0.0]], np.float32))
+    assert got.tolist() == [[pytest.approx(0.8), 1.0, 0.0, -1.0]]       # D has no text
+    lex = LexicalIndex(["soybean farming", "corn farming", "software"], ["A", "B", "C"], ["A", "B", "C"])
+    best = lex.best(["soybean farm", "custom software"])
+    assert best[0].argmax() == 0 and best[1].argmax() == 2 and best[1, 0] == 0
+
+
+def test_conditional_logit_recovers_the_generating_weights():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 12, 2))
+    true_w = np.array([2.0, -1.0])
+    p = probabilities(x, true_w)
+    y = np.array([rng.choice(12, p=row) for row in p])
+    w, fit = fit_conditional_logit(x, y, l2=0.0)
+    assert np.allclose(w, true_w, atol=0.15) and fit["texts"] == 3000
+
+
+def test_fit_index_scores_validation_against_an_index_without_it():
+    """A validation entry identical to a training entry of its code is found; one that exists only as
+    itself is not found by the index it was withheld from (the fit could not have seen it)."""
+    rng = np.random.default_rng(1)
+    cands = ["A", "B", "C"]
+    vec = lambda: (lambda v: v / np.linalg.norm(v))(rng.normal(size=8)).astype(np.float32)  # noqa: E731
+    texts, codes, vecs = [], [], []
+    for c in cands:
+        base = vec()
+        for i in range(7):
+            texts.append(f"{c} {i}")
+            codes.append(c)
+            vecs.append(base if i < 6 else vec())
+    known = KnownTexts(texts, codes, np.zeros(len(texts), np.int8), np.stack(vecs))
+    val = validation_mask(texts, codes)
+    index = fit_index(known, val, None, cands, np.array(["G1", "G1", "G2"]), features=("entry",))
+    assert isinstance(index, EntryIndex) and index.meta["validation_entries"] == int(val.sum())
+    assert index.weights[0] > 0 and len(index.known.texts) == len(texts)     # every text back in the index
+
+
+def _levels():
+    six = ["111110", "111120", "112111", "541511"]
+    return LevelMap(six, {4: {"111110": "1111", "111120": "1111", "112111": "1121", "541511": "5415"},
+                          2: {"111110": "11", "111120": "11", "112111": "11", "541511": "54"}})
+
+
+def test_level_probabilities_and_back_off():
+    levels = _levels()
+    p = np.array([[0.5, 0.45, 0.03, 0.02], [0.97, 0.01, 0.01, 0.01], [0.35, 0.3, 0.3, 0.05]])
+    assert levels.probabilities(p, 4)[0].tolist() == pytest.approx([0.95, 0.03, 0.02])
+    got = back_off(p, levels, 0.9)
+    assert got[0][:2] == (4, 0) and got[0][2] == pytest.approx(0.95)    # 1111 at 0.95
+    assert got[1][:2] == (6, 0)
+    assert got[2][:2] == (2, 0) and got[2][2] == pytest.approx(0.95)    # sector 11 at 0.95
+    assert back_off(p, levels, 0.975) == [(2, 0, pytest.approx(0.98)), (4, 0, pytest.approx(0.98)), None]
+
+
+def test_ece_and_coverage():
+    assert expected_calibration_error([0.9] * 10, [1] * 9 + [0]) == pytest.approx(0.0)
+    assert expected_calibration_error([0.95] * 4, [1, 0, 0, 0]) == pytest.approx(0.70)
+    levels = _levels()
+    p = np.array([[0.97, 0.01, 0.01, 0.01], [0.5, 0.45, 0.03, 0.02], [0.2, 0.2, 0.2, 0.4]])
+    r = calibration_report(p, np.array([0, 1, 3]), levels, precisions=(0.9,))
+    assert r["coverage6_at_90"] == pytest.approx(1 / 3) and r["precision6_at_90"] == 1.0
+    assert r["coverage_backoff_at_90"] == pytest.approx(2 / 3) and r["precision_backoff_at_90"] == 1.0
+    assert r["backoff_levels_at_90"] == {6: 1, 4: 1, 2: 0}
