@@ -353,6 +353,6 @@ def serve(root: Path, stage: str | None = None, host: str = DEFAULT_HOST, port: 
     from naics_pipeline.text.classify import TextClassifier
 
     classifier = TextClassifier.load(Path(root), stage)
-    print(f"naics-pipeline serve: {classifier.stage} of {root} on http://{host}:{port} (/docs for the API)",
-          file=sys.stderr, flush=True)
+    print(f"naics-pipeline serve: {classifier.stage} of {root} loaded; starting on http://{host}:{port} "
+          "(/docs for the API)", file=sys.stderr, flush=True)
     uvicorn.run(create_app(classifier), host=host, port=port, log_level=log_level)
