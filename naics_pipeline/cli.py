@@ -51,6 +51,28 @@ def classify(args: argparse.Namespace) -> None:
                     if r["confident_code"] else "no level is confident enough: review by hand"))
 
 
+def serve(args: argparse.Namespace) -> None:
+    import os
+
+    # Idle OpenMP threads sleep instead of spinning: on a busy 2-core host torch's two threads otherwise
+    # stall each other (classify of one text, p50 on a loaded host: 541 ms spinning, 82 ms passive;
+    # docs/serve.md). Set before torch loads; an OMP_WAIT_POLICY already set wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from naics_pipeline.text.service import serve as run_service
+
+    run_service(Path(args.root), args.stage, args.host, args.port, args.log_level)
+
+
+def add_serve_parser(sub) -> None:
+    srv = sub.add_parser("serve", help="an HTTP service over classify: POST /classify, GET /healthz, /docs")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    srv.add_argument("--stage", default=None, help="stage folder to use (default: the last trained stage)")
+    srv.add_argument("--root", default=str(storage_root()))
+    srv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                     help="uvicorn's log level (info logs each request)")
+
+
 def main(argv: list[str] | None = None) -> None:
     from naics_pipeline.text.classify import BATCH_SIZE, ClassifyError
 
@@ -76,8 +98,12 @@ def main(argv: list[str] | None = None) -> None:
                      help="also give each text the deepest level (6, 4 or 2 digits) whose calibrated "
                           "probability is at least P, or say that none is (0 < P <= 1)")
     cls.add_argument("--root", default=str(storage_root()))
+    add_serve_parser(sub)
     args = ap.parse_args(argv)
     try:
+        if args.command == "serve":
+            serve(args)
+            return
         if args.command == "classify":
             classify(args)
             return
