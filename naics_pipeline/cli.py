@@ -52,12 +52,9 @@ def classify(args: argparse.Namespace) -> None:
 
 
 def serve(args: argparse.Namespace) -> None:
-    import os
+    from naics_pipeline.settings import prefer_passive_openmp
 
-    # Idle OpenMP threads sleep instead of spinning: on a busy 2-core host torch's two threads otherwise
-    # stall each other (classify of one text, p50 on a loaded host: 541 ms spinning, 82 ms passive;
-    # docs/serve.md). Set before torch loads; an OMP_WAIT_POLICY already set wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    prefer_passive_openmp()
     from naics_pipeline.text.service import serve as run_service
 
     run_service(Path(args.root), args.stage, args.host, args.port, args.log_level)

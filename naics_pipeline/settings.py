@@ -237,3 +237,10 @@ if __name__ == "__main__":
     else:
         DOC.write_text(settings_markdown())
         print(f"wrote {DOC}")
+
+
+def prefer_passive_openmp() -> None:
+    """Idle OpenMP threads sleep instead of spinning (for `serve`, before torch loads): on a busy 2-core
+    host torch's two threads otherwise stall each other (one text, p50 on a loaded host: 541 ms spinning,
+    82 ms passive; docs/serve.md). An OMP_WAIT_POLICY already set wins."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
