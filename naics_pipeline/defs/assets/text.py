@@ -62,6 +62,9 @@ def _entry_index_asset(final: Stage) -> dg.AssetsDefinition:
             "dimension": index.meta["dimension"], "validation_entries": index.meta["validation_entries"],
             "fusion_weights": dg.MetadataValue.json(fit["weights"]),
             **{f"validation_{k}": round(fit[k], 4) for k in ("nll", "top1", "top5") if fit[k] is not None},
+            **({"validation_out_of_fold": dg.MetadataValue.json({k: fit[f"out_of_fold_{k}"] for k in
+                                                                ("uncalibrated", "calibrated")}),
+                "temperature": dg.MetadataValue.json(fit["temperature"])} if "temperature" in fit else {}),
             "seconds": index.meta["seconds"],
             "path": dg.MetadataValue.path(str(path))})
     return text_entry_index
