@@ -5,9 +5,17 @@ import pyarrow as pa
 import pytest
 
 from naics_pipeline.data.entry_splits import validation_mask, without_validation
+from naics_pipeline.text import index as index_module
 from naics_pipeline.text.calibration import LevelMap, back_off, calibration_report, expected_calibration_error
-from naics_pipeline.text.fusion import fit_conditional_logit, probabilities
-from naics_pipeline.text.index import EntryIndex, KnownTexts, fit_index
+from naics_pipeline.text.fusion import (
+    calibrated_scores,
+    entropy,
+    fit_conditional_logit,
+    fit_temperature,
+    log_softmax,
+    probabilities,
+)
+from naics_pipeline.text.index import EntryIndex, KnownTexts, fit_index, validation_features, validation_folds
 from naics_pipeline.text.retrieval import DenseIndex, LexicalIndex
 
 
@@ -67,6 +75,76 @@ def test_fit_index_scores_validation_against_an_index_without_it():
     index = fit_index(known, val, None, cands, np.array(["G1", "G1", "G2"]), features=("entry",))
     assert isinstance(index, EntryIndex) and index.meta["validation_entries"] == int(val.sum())
     assert index.weights[0] > 0 and len(index.known.texts) == len(texts)     # every text back in the index
+
+
+def _random_known(n_codes=4, per_code=20, seed=2):
+    rng = np.random.default_rng(seed)
+    codes = [f"C{c}" for c in range(n_codes) for _ in range(per_code)]
+    texts = [f"{c} entry {i}" for i, c in enumerate(codes)]
+    vecs = rng.normal(size=(len(texts), 16)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    return KnownTexts(texts, codes, np.zeros(len(texts), np.int8), vecs), sorted(set(codes))
+
+
+def test_cross_fitted_validation_never_scores_a_text_against_itself(monkeypatch):
+    """Each validation fold is scored against every known text but that fold: never itself, every
+    other validation entry in, and a code short of at most ceil(n / folds) of its n validation entries."""
+    known, cands = _random_known()
+    val = validation_mask(known.texts, known.codes)
+    seen = []
+    real = index_module.Scorer
+
+    class Spy(real):
+        def __init__(self, sub, *a, **k):
+            super().__init__(sub, *a, **k)
+            self.held = set(sub.texts)
+
+        def __call__(self, vectors, texts, geometry):
+            seen.append((self.held, list(texts)))
+            return super().__call__(vectors, texts, geometry)
+
+    monkeypatch.setattr(index_module, "Scorer", Spy)
+    x, target, _ = validation_features(known, val, None, cands, np.array(["G"] * len(cands)), ("entry",), folds=3)
+    val_texts = {t for t, v in zip(known.texts, val) if v}
+    assert sorted(t for _, scored in seen for t in scored) == sorted(val_texts)    # each scored once
+    for held, scored in seen:
+        assert not held & set(scored)
+        assert held | set(scored) == set(known.texts)
+        per_code = {c: sum(1 for t in scored if known.codes[known.texts.index(t)] == c) for c in cands}
+        assert max(per_code.values()) <= 1          # 3 validation entries per code over 3 folds
+    # behaviourally: with random vectors, a text that found itself would have cosine 1 to its code
+    assert x[np.arange(len(target)), target, 0].max() < 0.99
+    fold = validation_folds(known, val, 3)
+    assert (fold[~val] == -1).all() and set(fold[val]) == {0, 1, 2}
+
+
+def test_fit_index_fits_a_temperature_that_the_index_applies(tmp_path):
+    known, cands = _random_known(n_codes=6, per_code=30)
+    val = validation_mask(known.texts, known.codes)
+    index = fit_index(known, val, None, cands, np.array(["G"] * len(cands)), features=("entry",))
+    fit = index.meta["validation"]
+    assert fit["folds"] == 5 and set(fit["out_of_fold_calibrated"]) == {"nll", "ece"}
+    assert np.any(index.temperature != 0)
+    x = np.random.default_rng(3).normal(size=(4, len(cands), 1))
+    assert np.allclose(index.probabilities(x), np.exp(log_softmax(calibrated_scores(x @ index.weights,
+                                                                                      index.temperature))))
+    index.save(tmp_path / "entry_index.npz")
+    back = EntryIndex.load(tmp_path / "entry_index.npz")
+    assert np.array_equal(back.temperature, index.temperature) and np.array_equal(back.weights, index.weights)
+
+
+def test_entropy_temperature_recovers_the_generating_parameters():
+    import torch
+
+    rng = np.random.default_rng(4)
+    s = rng.normal(size=(20000, 10)) * rng.uniform(0.5, 3.0, size=(20000, 1))
+    true = np.array([0.3, -0.25])
+    p = np.exp(log_softmax(calibrated_scores(s, true)))
+    y = (p.cumsum(1) > rng.uniform(size=(len(p), 1))).argmax(1)
+    assert np.allclose(fit_temperature(s, y), true, atol=0.05)
+    assert calibrated_scores(s, (0.0, 0.0)) is s
+    st = calibrated_scores(torch.as_tensor(s), true).numpy()
+    assert np.allclose(st, calibrated_scores(s, true)) and np.allclose(entropy(torch.as_tensor(s)).numpy(), entropy(s))
 
 
 def _levels():

@@ -215,7 +215,8 @@ class TextClassifier:
         geometry = log_softmax(-dist / self.temperature)
         if self.index is None:
             return np.exp(geometry), dist
-        return np.exp(log_softmax(self.scorer().scores(vectors, list(texts), geometry, self.index.weights))), dist
+        scores = self.scorer().scores(vectors, list(texts), geometry, self.index.weights)
+        return np.exp(log_softmax(self.index.calibrate(scores))), dist
 
     def ranked(self, texts: list[str], k: int, min_precision: float | None = None):
         """(top-k positions among the 6-digit codes (Q, k), their probabilities, their Lorentz distances,
@@ -240,7 +241,7 @@ class TextClassifier:
         q = torch.as_tensor(self.points_of(vectors, 6), device=self.device)
         dist = pairwise_distance(q, self._six_points_t, c=self.curvature)
         geometry = torch.log_softmax(-dist / self.temperature, dim=1)
-        scores = self.scorer().scores_torch(vectors, list(texts), geometry, self.index.weights)
+        scores = self.index.calibrate(self.scorer().scores_torch(vectors, list(texts), geometry, self.index.weights))
         p = torch.softmax(scores, dim=1)
         score, top = p.topk(k, dim=1)
         chosen = None

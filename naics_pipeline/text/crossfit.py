@@ -8,7 +8,8 @@ Per fold, from the fold's training texts alone:
 - the code points: the last hierarchy stage's code model (trained on code texts, never on texts as
   queries) with the `examples` channel left empty, since that channel holds index entries of both folds;
 - the entry index: the fold's training texts, the 6-digit titles and descriptions; the fusion weights
-  fitted on the validation part against an index without it, then the index completed with it.
+  fitted on the validation part (cross-fitted: each validation fold scored against the known texts
+  without that fold), with the per-text temperature, then the index completed with it.
 Not refitted per fold: the code model's weights (stages 1-3). They were trained with the examples
 channel filled, which is the only route by which a test text of the fold touched them."""
 from __future__ import annotations
@@ -70,7 +71,6 @@ class FoldRefit:
 
     def __call__(self, train_texts: list[str], train_codes: list[str]):
         from naics_pipeline.data.entry_splits import validation_mask
-        from naics_pipeline.text.fusion import probabilities
         from naics_pipeline.text.index import KnownTexts, fit_index
         from naics_pipeline.training.text_alignment import fit_query_head
 
@@ -98,7 +98,7 @@ class FoldRefit:
 
         def predict(qtexts: list[str], k: int) -> np.ndarray:
             qv = self.encode(list(qtexts))
-            p = probabilities(scorer(qv, list(qtexts), geometry(qv)), index.weights)
+            p = index.probabilities(scorer(qv, list(qtexts), geometry(qv)))
             self.last["probabilities"] = p
             return cands[np.argsort(-p, 1)[:, :k]]
         return predict

@@ -6,7 +6,12 @@ up: see text.index.FEATURES). The score is the linear w . x(q, c) and the probab
 scores over all candidates. The weights (whose size is also the temperature) are fitted by minimising
 the negative log-likelihood of the true code on the validation split (data.entry_splits), whose features come
 from an index and a model that never saw those texts. The fit is convex in w: one optimum, found by
-L-BFGS."""
+L-BFGS.
+
+The fitted weights give too spread a top probability (over-confident where the fused distribution is
+sharp, under-confident where it is flat), which one temperature cannot fix; so each text's scores are
+scaled by its own temperature exp(a + b x H), H the entropy of its fused distribution, with (a, b)
+fitted on out-of-fold scores of the validation split (text.index.fit_index)."""
 from __future__ import annotations
 
 import numpy as np
@@ -42,6 +47,52 @@ def fit_conditional_logit(features: np.ndarray, target: np.ndarray, l2: float = 
         nll = float(torch.nn.functional.cross_entropy(scores, y))
         top1 = float((scores.argmax(1) == y).double().mean())
     return w.detach().numpy(), {"nll": nll, "top1": top1, "texts": int(len(y))}
+
+
+def entropy(scores):
+    """(Q,) entropy of softmax(scores) per row; numpy or torch (Q, C) scores."""
+    if isinstance(scores, np.ndarray):
+        logp = log_softmax(scores)
+        return -(np.exp(logp) * logp).sum(axis=1)
+    import torch
+
+    logp = torch.log_softmax(scores, dim=1)
+    return -(logp.exp() * logp).sum(dim=1)
+
+
+def calibrated_scores(scores, temperature):
+    """Each text's (Q, C) scores times its own temperature exp(a + b x H), H the entropy of softmax(scores):
+    `temperature` = (a, b); (0, 0) leaves the scores as they are. numpy or torch scores."""
+    a, b = (float(v) for v in temperature)
+    if a == 0.0 and b == 0.0:
+        return scores
+    h = entropy(scores)
+    t = np.exp(a + b * h) if isinstance(scores, np.ndarray) else (a + b * h).exp()
+    return scores * t[:, None]
+
+
+def fit_temperature(scores: np.ndarray, target: np.ndarray, max_iter: int = 100) -> np.ndarray:
+    """(a, b) minimising the mean NLL of softmax(calibrated_scores(scores, (a, b))) at the true positions;
+    (Q, C) scores of texts the scores' weights were not fitted on."""
+    import torch
+
+    s = torch.as_tensor(scores, dtype=torch.float64)
+    y = torch.as_tensor(target, dtype=torch.long)
+    h = entropy(s)
+    mu, sd = float(h.mean()), max(float(h.std()), 1e-6) if len(h) > 1 else 1.0
+    hz = (h - mu) / sd                      # fitted on the standardised entropy, returned for the raw one
+    p = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([p], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-10, tolerance_change=1e-12)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(s * (p[0] + p[1] * hz).exp()[:, None], y)
+        loss.backward()
+        return loss
+    opt.step(closure)
+    a, b = p.detach().numpy()
+    return np.array([a - b * mu / sd, b / sd])
 
 
 def probabilities(features: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -9,10 +9,16 @@ Per (text, candidate code) features (FEATURES):
   description (the stage's encoder; codes without one get 0);
 - lexical: TF-IDF cosine to the code's nearest entry or title (word unigrams + bigrams);
 - entry_group: the best `entry` cosine among the codes of the same 4-digit industry group.
-`fit_index` fits the weights on the validation split: those entries are taken out of the index, and
-the model that gives their geometry never saw them (data.entry_splits), then they are put back."""
+`fit_index` fits the weights on the validation split (data.entry_splits; the model that gives their
+geometry never saw them), cross-fitted: the validation entries are dealt into CROSSFIT_FOLDS folds and
+each fold is scored against the index of every known text but that fold, so a validation text sees what
+a new text sees at inference (its code short of about one entry, not of its whole 15% share). The
+weights are fitted on every validation text's features; each text's temperature exp(a + b x entropy)
+(text.fusion.calibrated_scores) on out-of-fold scores (each fold scored by weights fitted on the other
+folds). Then the validation entries are back in the index."""
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,13 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from naics_pipeline.text.fusion import fit_conditional_logit, probabilities
+from naics_pipeline.text.fusion import calibrated_scores, fit_conditional_logit, fit_temperature, log_softmax
 from naics_pipeline.text.retrieval import DenseIndex, LexicalIndex
 
 KINDS = ("entry", "title", "description")
 FEATURES = ("geometry", "entry", "title", "description", "lexical", "entry_group")
 INDEX_FILE = "entry_index.npz"
-FORMAT = 1
+FORMAT = 2          # 2: cross-fitted validation features, the per-text temperature (a, b) saved
+CROSSFIT_FOLDS = 5
 
 # (Q, D) encoded texts -> (Q, C) log-probabilities of the candidates under the stage's geometry
 Geometry = Callable[[np.ndarray], np.ndarray]
@@ -151,12 +158,22 @@ class Scorer:
 
 @dataclass
 class EntryIndex:
-    """Known texts + fusion weights; `scorer` builds the features, `probabilities` fuses them."""
+    """Known texts + fusion weights + the per-text temperature (a, b); `scorer` builds the features and
+    the weighted scores, `calibrate` scales them (text.fusion.calibrated_scores) before the softmax."""
     known: KnownTexts
     features: tuple[str, ...]
     weights: np.ndarray
     meta: dict = field(default_factory=dict)
+    temperature: np.ndarray = field(default_factory=lambda: np.zeros(2))
     _scorer: dict | None = None
+
+    def calibrate(self, scores):
+        """(Q, C) fused scores w . x (numpy or torch) -> the scores the softmax takes."""
+        return calibrated_scores(scores, self.temperature)
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """(Q, C, F) features -> (Q, C) calibrated probabilities."""
+        return np.exp(log_softmax(self.calibrate(features @ self.weights)))
 
     def scorer(self, candidates: list[str], groups: np.ndarray, device: str = "cpu") -> Scorer:
         """The Scorer over every known text, built once per device."""
@@ -174,6 +191,7 @@ class EntryIndex:
                 np.savez(f, texts=np.array(self.known.texts, dtype=str), codes=np.array(self.known.codes, dtype=str),
                          kinds=self.known.kinds, vectors=self.known.vectors.astype(np.float16),
                          features=np.array(self.features, dtype=str), weights=self.weights,
+                         temperature=np.asarray(self.temperature, np.float64),
                          meta=np.array(json.dumps({**self.meta, "format": FORMAT})))
 
     @classmethod
@@ -184,30 +202,61 @@ class EntryIndex:
             raise ValueError(f"{path} is entry index format {meta.get('format')}, this code reads {FORMAT}: "
                              "rematerialize text_entry_index")
         known = KnownTexts(z["texts"].tolist(), z["codes"].tolist(), z["kinds"], z["vectors"].astype(np.float32))
-        return cls(known, tuple(z["features"].tolist()), z["weights"], meta)
+        return cls(known, tuple(z["features"].tolist()), z["weights"], meta, z["temperature"])
+
+
+def validation_folds(known: KnownTexts, validation: np.ndarray, folds: int = CROSSFIT_FOLDS) -> np.ndarray:
+    """(N,) fold of each validation entry row of `known` (-1 for every other row). Each code's validation
+    entries, in hash order of (code, text), are dealt round-robin over the folds from a start chosen by
+    the code's hash: a fold takes at most ceil(n / folds) of a code's n validation entries."""
+    out = np.full(len(known.texts), -1, np.int64)
+    val = validation & (known.kinds == 0)
+    by_code: dict[str, list[int]] = {}
+    for i in np.flatnonzero(val):
+        by_code.setdefault(known.codes[i], []).append(int(i))
+    key = lambda text: hashlib.blake2b(text.encode(), digest_size=8).digest()  # noqa: E731
+    for code, rows in by_code.items():
+        rows.sort(key=lambda i: key(f"{code}\x1f{known.texts[i]}"))
+        start = int.from_bytes(key(code), "little") % folds
+        for j, i in enumerate(rows):
+            out[i] = (start + j) % folds
+    return out
 
 
 def validation_features(known: KnownTexts, validation: np.ndarray, geometry: Geometry | None,
-                        candidates: list[str], groups: np.ndarray, features: tuple[str, ...] = FEATURES):
+                        candidates: list[str], groups: np.ndarray, features: tuple[str, ...] = FEATURES,
+                        folds: int = CROSSFIT_FOLDS):
     """(features (V, C, F), true candidate positions (V,), the feature names) of the `validation` rows of
-    `known` (kept entries only), scored against an index without them."""
+    `known` (kept entries only, in row order), cross-fitted: the rows of each fold (validation_folds)
+    scored against the index of every known text but that fold's. folds=1: all against an index
+    without any validation entry."""
     if geometry is None:
         features = tuple(f for f in features if f != "geometry")
     val = validation & (known.kinds == 0)
     if not val.any():
         raise ValueError("no validation entries to fit the fusion on (every code has fewer than 3 kept entries)")
-    scorer = Scorer(known.subset(~val), candidates, groups, features)
+    fold = validation_folds(known, val, folds)
     pos = {c: i for i, c in enumerate(candidates)}
-    target = np.array([pos[c] for c, v in zip(known.codes, val) if v])
-    vecs = known.vectors[val]
-    texts = [t for t, v in zip(known.texts, val) if v]
-    return scorer(vecs, texts, geometry(vecs) if geometry is not None else None), target, features
+    rows = np.flatnonzero(val)
+    target = np.array([pos[known.codes[i]] for i in rows])
+    vecs = known.vectors[rows]
+    geo = geometry(vecs) if geometry is not None else None
+    x = np.zeros((len(rows), len(candidates), len(features)), np.float32)
+    for k in range(folds):
+        mine = fold[rows] == k
+        if not mine.any():
+            continue
+        scorer = Scorer(known.subset(fold != k), candidates, groups, features)
+        x[mine] = scorer(vecs[mine], [known.texts[i] for i in rows[mine]], geo[mine] if geo is not None else None)
+    return x, target, features
 
 
 def fit_index(known: KnownTexts, validation: np.ndarray, geometry: Geometry | None, candidates: list[str],
-              groups: np.ndarray, features: tuple[str, ...] = FEATURES, log=lambda *_: None) -> EntryIndex:
-    """Fit the fusion weights on the `validation` rows of `known` against an index without them, then
-    return the index over every known text with those weights. `geometry` must come from a model
+              groups: np.ndarray, features: tuple[str, ...] = FEATURES, log=lambda *_: None,
+              folds: int = CROSSFIT_FOLDS) -> EntryIndex:
+    """Fit the fusion weights on the `validation` rows of `known` (cross-fitted features:
+    validation_features), fit the per-text temperature on out-of-fold scores, then return the index
+    over every known text with those weights and that temperature. `geometry` must come from a model
     that never trained on the validation rows."""
     counts = {kind: int((known.kinds == k).sum()) for k, kind in enumerate(KINDS)}
     if geometry is not None and not (validation & (known.kinds == 0)).any():
@@ -218,16 +267,45 @@ def fit_index(known: KnownTexts, validation: np.ndarray, geometry: Geometry | No
         return EntryIndex(known, tuple(features), weights, {"validation": fit, "texts_per_kind": counts,
                                                            "validation_entries": 0,
                                                            "dimension": int(known.vectors.shape[1])})
-    x, target, features = validation_features(known, validation, geometry, candidates, groups, features)
+    x, target, features = validation_features(known, validation, geometry, candidates, groups, features, folds)
     weights, fit = fit_conditional_logit(x, target)
-    p = probabilities(x, weights)
-    fit.update({"top5": float((np.argsort(-p, 1)[:, :5] == target[:, None]).any(1).mean()),
+    # out-of-fold scores: each fold by the weights fitted on the other folds -> the per-text temperature
+    val = validation & (known.kinds == 0)
+    fold = validation_folds(known, val, folds)[val]
+    rows = np.arange(len(target))
+    if len(np.unique(fold)) > 1:
+        oof = np.zeros(x.shape[:2])
+        for k in np.unique(fold):
+            w_k, _ = fit_conditional_logit(x[fold != k], target[fold != k])
+            oof[fold == k] = x[fold == k] @ w_k
+        temperature = fit_temperature(oof, target)
+    else:
+        oof, temperature = x @ weights, np.zeros(2)
+    index = EntryIndex(known, tuple(features), weights, {}, temperature)
+    before, after = log_softmax(oof), log_softmax(calibrated_scores(oof, temperature))
+    p = index.probabilities(x)
+    fit.update({"nll": float(-np.log(p[rows, target]).mean()), "top1": float((p.argmax(1) == target).mean()),
+                "top5": float((np.argsort(-p, 1)[:, :5] == target[:, None]).any(1).mean()), "folds": int(folds),
+                "temperature": {"a": float(temperature[0]), "b": float(temperature[1])},
+                **{f"out_of_fold_{name}": _nll_ece(logp, target) for name, logp in
+                   (("uncalibrated", before), ("calibrated", after))},
                 "weights": dict(zip(features, map(float, weights)))})
-    log(f"fusion fitted on {len(target):,} validation entries: NLL {fit['nll']:.3f}, top-1 {fit['top1']:.3f}, "
+    log(f"fusion fitted on {len(target):,} validation entries ({folds} cross-fitted folds): NLL {fit['nll']:.3f}, "
+        f"top-1 {fit['top1']:.3f}; out of fold NLL / ECE {fit['out_of_fold_uncalibrated']['nll']:.3f} / "
+        f"{fit['out_of_fold_uncalibrated']['ece']:.3f}, with the per-text temperature "
+        f"{fit['out_of_fold_calibrated']['nll']:.3f} / {fit['out_of_fold_calibrated']['ece']:.3f} "
+        f"(a {temperature[0]:.3f}, b {temperature[1]:.3f}); "
         f"weights {', '.join(f'{k} {v:.2f}' for k, v in fit['weights'].items())}")
-    return EntryIndex(known, tuple(features), weights,
-                      {"validation": fit, "texts_per_kind": counts, "validation_entries": int(len(target)),
+    index.meta.update({"validation": fit, "texts_per_kind": counts, "validation_entries": int(len(target)),
                        "dimension": int(known.vectors.shape[1])})
+    return index
+
+
+def _nll_ece(logp: np.ndarray, target: np.ndarray) -> dict:
+    from naics_pipeline.text.calibration import expected_calibration_error
+
+    return {"nll": float(-logp[np.arange(len(target)), target].mean()),
+            "ece": expected_calibration_error(np.exp(logp.max(1)), logp.argmax(1) == target)}
 
 
 def build_entry_index(clf, descriptions, model_path: Path, cache_dir: Path | None = None,

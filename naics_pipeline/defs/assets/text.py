@@ -37,7 +37,7 @@ def text_embeddings(context: dg.AssetExecutionContext, storage: StorageResource,
 
 def _entry_index_asset(final: Stage) -> dg.AssetsDefinition:
     @dg.asset(name="text_entry_index", deps=[final.name, "naics_descriptions", "text_embeddings"],
-              group_name="training", kinds={"numpy", "scikitlearn"}, owners=OWNERS, code_version="1")
+              group_name="training", kinds={"numpy", "scikitlearn"}, owners=OWNERS, code_version="2")
     def text_entry_index(context: dg.AssetExecutionContext, storage: StorageResource,
                          training: TrainingResource) -> dg.MaterializeResult:
         """What `classify` searches and how it fuses: every kept index entry, 6-digit title and description
@@ -62,6 +62,9 @@ def _entry_index_asset(final: Stage) -> dg.AssetsDefinition:
             "dimension": index.meta["dimension"], "validation_entries": index.meta["validation_entries"],
             "fusion_weights": dg.MetadataValue.json(fit["weights"]),
             **{f"validation_{k}": round(fit[k], 4) for k in ("nll", "top1", "top5") if fit[k] is not None},
+            **({"validation_out_of_fold": dg.MetadataValue.json({k: fit[f"out_of_fold_{k}"] for k in
+                                                                ("uncalibrated", "calibrated")}),
+                "temperature": dg.MetadataValue.json(fit["temperature"])} if "temperature" in fit else {}),
             "seconds": index.meta["seconds"],
             "path": dg.MetadataValue.path(str(path))})
     return text_entry_index
