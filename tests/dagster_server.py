@@ -59,11 +59,11 @@ def webserver(env: dict, log: Path, command: str = "dagster-webserver"):
 
 
 def _stop(server: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group; SIGKILL if it has not exited after 30 s (a `dagster dev`
+    """SIGTERM to the server's process group; SIGKILL if it has not exited after 10 s (a `dagster dev`
     waiting on an open UI connection has been seen to hang on shutdown in CI)."""
     os.killpg(server.pid, signal.SIGTERM)
     try:
-        server.wait(timeout=30)
+        server.wait(timeout=10)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGKILL)
