@@ -152,3 +152,18 @@ def prepared_store(tmp: Path):
                           "bucket_percentages": {1: 0.5, 6: 0.5}, "k_negatives": 4})
     build_index(c, desc, layout.distances, layout.triplets, layout.sampling_index("all"))
     return layout, desc, build_text_embeddings(desc, pq.read_table(layout.index_holdout), "hashing")
+
+
+def trained_store(tmp: Path, epochs: int = 1):
+    """prepared_store with its text embeddings saved and one small stage, stage_1, trained on every pair:
+    a storage root that classify and serve can load. Returns the layout."""
+    from naics_pipeline.training.loop import TrainConfig, train_stage
+    from naics_pipeline.training.model import ModelConfig
+
+    layout, desc, emb = prepared_store(tmp)
+    emb.save(layout.text_embeddings)
+    train_stage("stage_1", layout.sampling_index("all"), emb, desc, layout.stage_dir("stage_1"),
+                ModelConfig(hidden_dim=32, embedding_dim=8),
+                TrainConfig(epochs=epochs, batch_size=64, max_pairs_per_epoch=0, accelerator="cpu", devices=1,
+                            progress_bar=False, val_fraction=0.1), log=lambda *_: None)
+    return layout

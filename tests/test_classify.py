@@ -12,8 +12,7 @@ from naics_pipeline.cli import main, nearest
 from naics_pipeline.encoders import HashingEncoder
 from naics_pipeline.text import baselines as bl
 from naics_pipeline.text.classify import OUTPUT_SCHEMA, TextClassifier
-from naics_pipeline.training.model import ModelConfig
-from tests.census_fixtures import prepared_store
+from tests.census_fixtures import trained_store
 
 REQUIRED = ["row", "rank", "code", "title", "score", "sector", "sector_title", "industry_group",
             "industry_group_title"]
@@ -22,15 +21,7 @@ REQUIRED = ["row", "rank", "code", "title", "score", "sector", "sector_title", "
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """A storage root with tables, hashing text embeddings and one trained stage."""
-    from naics_pipeline.training.loop import TrainConfig, train_stage
-
-    layout, desc, emb = prepared_store(tmp_path_factory.mktemp("classify"))
-    emb.save(layout.text_embeddings)
-    train_stage("stage_1", layout.sampling_index("all"), emb, desc, layout.stage_dir("stage_1"),
-                ModelConfig(hidden_dim=32, embedding_dim=8),
-                TrainConfig(epochs=2, batch_size=64, max_pairs_per_epoch=0, accelerator="cpu", devices=1,
-                            progress_bar=False, val_fraction=0.1), log=lambda *_: None)
-    return layout
+    return trained_store(tmp_path_factory.mktemp("classify"), epochs=2)
 
 
 def run_cli(*args) -> None:

@@ -15,8 +15,7 @@ import requests
 
 from naics_pipeline.cli import main
 from naics_pipeline.text.service import MAX_BODY_BYTES, MAX_TEXT_CHARS, MAX_TEXTS
-from naics_pipeline.training.model import ModelConfig
-from tests.census_fixtures import prepared_store
+from tests.census_fixtures import trained_store
 
 START_TIMEOUT_S = 120
 
@@ -24,15 +23,7 @@ START_TIMEOUT_S = 120
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """A storage root with tables, hashing text embeddings and one trained stage."""
-    from naics_pipeline.training.loop import TrainConfig, train_stage
-
-    layout, desc, emb = prepared_store(tmp_path_factory.mktemp("serve"))
-    emb.save(layout.text_embeddings)
-    train_stage("stage_1", layout.sampling_index("all"), emb, desc, layout.stage_dir("stage_1"),
-                ModelConfig(hidden_dim=32, embedding_dim=8),
-                TrainConfig(epochs=1, batch_size=64, max_pairs_per_epoch=None, accelerator="cpu", devices=1,
-                            progress_bar=False, val_fraction=0.1), log=lambda *_: None)
-    return layout
+    return trained_store(tmp_path_factory.mktemp("serve"), epochs=1)
 
 
 def free_port() -> int:
