@@ -43,20 +43,21 @@ class TextExamples:
         """Every kept index entry ('; '-joined in `examples`) and, optionally, each 6-digit title;
         without the validation entries of data.entry_splits unless `withhold_validation` is False (the
         classifier's fusion is fitted on them, so the text side must not train on them)."""
-        from naics_pipeline.data.entry_splits import validation_entries
+        from naics_pipeline.data.entry_splits import kept_entries, validation_entries
 
         withheld = validation_entries(descriptions) if withhold_validation else set()
+        own: dict[str, list[str]] = {}
+        for entry, code in zip(*kept_entries(descriptions)):
+            if (code, entry) not in withheld:
+                own.setdefault(code, []).append(entry)
         texts, rows = [], []
-        level, codes = descriptions.column("level").to_pylist(), descriptions.column("code").to_pylist()
-        for i, (examples, title) in enumerate(zip(descriptions.column("examples").to_pylist(),
-                                                  descriptions.column("title").to_pylist())):
-            if level[i] != LEAF_LEVEL:
+        for i, (code, level, title) in enumerate(zip(*(descriptions.column(c).to_pylist()
+                                                       for c in ("code", "level", "title")))):
+            if level != LEAF_LEVEL:
                 continue
-            code = codes[i]
-            for entry in (examples or "").split("; "):
-                if entry.strip() and (code, entry.strip()) not in withheld:
-                    texts.append(entry.strip())
-                    rows.append(i)
+            entries = own.get(code, [])
+            texts += entries
+            rows += [i] * len(entries)
             if with_titles:
                 texts.append(title)
                 rows.append(i)
