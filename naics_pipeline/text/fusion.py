@@ -24,21 +24,33 @@ def log_softmax(scores: np.ndarray) -> np.ndarray:
     return scores - m - np.log(np.exp(scores - m).sum(axis=1, keepdims=True))
 
 
-def fit_conditional_logit(features: np.ndarray, target: np.ndarray, l2: float = L2,
-                          max_iter: int = 200) -> tuple[np.ndarray, dict]:
+def _weights(sample_weight, n: int):
+    import torch
+
+    if sample_weight is None:
+        return torch.full((n,), 1.0 / max(n, 1), dtype=torch.float64)
+    s = torch.as_tensor(sample_weight, dtype=torch.float64)
+    return s / s.sum()
+
+
+def fit_conditional_logit(features: np.ndarray, target: np.ndarray, l2: float = L2, max_iter: int = 200,
+                          sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """(Q, C, F) features, (Q,) true candidate positions -> (F,) weights and the fit's summary
-    (mean NLL, top-1 on the fitting texts, iterations)."""
+    (mean NLL, top-1 on the fitting texts, iterations). `sample_weight` (Q,): each text's share of the
+    NLL (default equal)."""
     import torch
 
     x = torch.as_tensor(features, dtype=torch.float64)
     y = torch.as_tensor(target, dtype=torch.long)
+    share = _weights(sample_weight, len(y))
     w = torch.zeros(x.shape[-1], dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([w], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
                             tolerance_grad=1e-9, tolerance_change=1e-12)
 
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(x @ w, y) + l2 * (w * w).sum()
+        nll = torch.nn.functional.cross_entropy(x @ w, y, reduction="none")
+        loss = (nll * share).sum() + l2 * (w * w).sum()
         loss.backward()
         return loss
     opt.step(closure)
@@ -71,13 +83,15 @@ def calibrated_scores(scores, temperature):
     return scores * t[:, None]
 
 
-def fit_temperature(scores: np.ndarray, target: np.ndarray, max_iter: int = 100) -> np.ndarray:
-    """(a, b) minimising the mean NLL of softmax(calibrated_scores(scores, (a, b))) at the true positions;
-    (Q, C) scores of texts the scores' weights were not fitted on."""
+def fit_temperature(scores: np.ndarray, target: np.ndarray, max_iter: int = 100,
+                    sample_weight: np.ndarray | None = None) -> np.ndarray:
+    """(a, b) minimising the (weighted) mean NLL of softmax(calibrated_scores(scores, (a, b))) at the
+    true positions; (Q, C) scores of texts the scores' weights were not fitted on."""
     import torch
 
     s = torch.as_tensor(scores, dtype=torch.float64)
     y = torch.as_tensor(target, dtype=torch.long)
+    share = _weights(sample_weight, len(y))
     h = entropy(s)
     mu, sd = float(h.mean()), max(float(h.std()), 1e-6) if len(h) > 1 else 1.0
     hz = (h - mu) / sd                      # fitted on the standardised entropy, returned for the raw one
@@ -87,7 +101,8 @@ def fit_temperature(scores: np.ndarray, target: np.ndarray, max_iter: int = 100)
 
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(s * (p[0] + p[1] * hz).exp()[:, None], y)
+        nll = torch.nn.functional.cross_entropy(s * (p[0] + p[1] * hz).exp()[:, None], y, reduction="none")
+        loss = (nll * share).sum()
         loss.backward()
         return loss
     opt.step(closure)

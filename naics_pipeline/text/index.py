@@ -4,13 +4,18 @@ asset text_entry_index).
 
 Known texts, by kind: the kept index entries, the 6-digit titles, and each 6-digit code's description.
 Per (text, candidate code) features (FEATURES):
-- geometry: the stage's log-probability of the code (softmax of -Lorentz distance / temperature);
+- geometry, geometry_far: the stage's log-probability g of the code (softmax of -Lorentz distance /
+  temperature), cut at GEOMETRY_NEAR: max(g, GEOMETRY_NEAR) ranks the codes the geometry places near the
+  text, min(g, GEOMETRY_NEAR) - GEOMETRY_NEAR says how far off the others are, each with its own weight
+  (one weight on g let a far code's large negative g push every other sector out of the top five);
 - entry / title / description: cosine of the text to the code's nearest kept entry, its title, its
   description (the stage's encoder; codes without one get 0);
 - lexical: TF-IDF cosine to the code's nearest entry or title (word unigrams + bigrams);
 - entry_group: the best `entry` cosine among the codes of the same 4-digit industry group.
-`fit_index` fits the weights on the validation split (data.entry_splits; the model that gives their
-geometry never saw them), cross-fitted: the validation entries are dealt into CROSSFIT_FOLDS folds and
+`fit_index` fits the weights on two domains, weighted equally: the validation split of the index
+entries (data.entry_splits; the model that gives their geometry never saw them) and the `dev` half of
+the written descriptions (text.written; never in the index nor in any training). The entries are
+cross-fitted: the validation entries are dealt into CROSSFIT_FOLDS folds and
 each fold is scored against the index of every known text but that fold, so a validation text sees what
 a new text sees at inference (its code short of about one entry, not of its whole 15% share). The
 weights are fitted on every validation text's features; each text's temperature exp(a + b x entropy)
@@ -30,9 +35,13 @@ from naics_pipeline.text.fusion import calibrated_scores, fit_conditional_logit,
 from naics_pipeline.text.retrieval import DenseIndex, LexicalIndex
 
 KINDS = ("entry", "title", "description")
-FEATURES = ("geometry", "entry", "title", "description", "lexical", "entry_group")
+FEATURES = ("geometry", "geometry_far", "entry", "title", "description", "lexical", "entry_group")
+GEOMETRY_FEATURES = ("geometry", "geometry_far")
+# log-probability where the geometry is cut in two (e^-4: 1.8%): the out-of-fold NLL of the two-domain
+# fit over -2, -3, -4, -6, -8, -12 (CPU model) was lowest here
+GEOMETRY_NEAR = -4.0
 INDEX_FILE = "entry_index.npz"
-FORMAT = 2          # 2: cross-fitted validation features, the per-text temperature (a, b) saved
+FORMAT = 3          # 3: the geometry in two features, the fit over the written descriptions too
 CROSSFIT_FOLDS = 5
 
 # (Q, D) encoded texts -> (Q, C) log-probabilities of the candidates under the stage's geometry
@@ -110,7 +119,9 @@ class Scorer:
         if self.lexical is not None:
             cols["lexical"] = self.lexical.best(texts)
         if "geometry" in self.features:
-            cols["geometry"] = geometry
+            cols["geometry"] = np.maximum(geometry, GEOMETRY_NEAR)
+        if "geometry_far" in self.features:
+            cols["geometry_far"] = np.minimum(geometry, GEOMETRY_NEAR) - GEOMETRY_NEAR
         return cols
 
     def __call__(self, vectors: np.ndarray, texts: list[str], geometry: np.ndarray | None) -> np.ndarray:
@@ -141,8 +152,11 @@ class Scorer:
             out += w["entry_group"] * g[:, self._group_of_t]
         if self.lexical is not None:
             out += w["lexical"] * self.lexical.best_torch(texts)
+        g = geometry.float()
         if "geometry" in w:
-            out += w["geometry"] * geometry.float()
+            out += w["geometry"] * g.clamp(min=GEOMETRY_NEAR)
+        if "geometry_far" in w:
+            out += w["geometry_far"] * (g.clamp(max=GEOMETRY_NEAR) - GEOMETRY_NEAR)
         return out
 
     def scores(self, vectors: np.ndarray, texts: list[str], geometry: np.ndarray | None,
@@ -231,7 +245,7 @@ def validation_features(known: KnownTexts, validation: np.ndarray, geometry: Geo
     scored against the index of every known text but that fold's. folds=1: all against an index
     without any validation entry."""
     if geometry is None:
-        features = tuple(f for f in features if f != "geometry")
+        features = tuple(f for f in features if f not in GEOMETRY_FEATURES)
     val = validation & (known.kinds == 0)
     if not val.any():
         raise ValueError("no validation entries to fit the fusion on (every code has fewer than 3 kept entries)")
@@ -251,53 +265,79 @@ def validation_features(known: KnownTexts, validation: np.ndarray, geometry: Geo
     return x, target, features
 
 
+def written_features(written, known: KnownTexts, geometry: Geometry | None, candidates: list[str],
+                     groups: np.ndarray, features: tuple[str, ...]):
+    """(features (W, C, F), true positions (W,)) of the written fitting texts `written` = (vectors (W, D),
+    texts, codes), scored against every known text (none of them is one)."""
+    vectors, texts, codes = written
+    pos = {c: i for i, c in enumerate(candidates)}
+    x = Scorer(known, candidates, groups, features)(vectors, list(texts),
+                                                    geometry(vectors) if geometry is not None else None)
+    return x, np.array([pos[c] for c in codes], np.int64)
+
+
 def fit_index(known: KnownTexts, validation: np.ndarray, geometry: Geometry | None, candidates: list[str],
               groups: np.ndarray, features: tuple[str, ...] = FEATURES, log=lambda *_: None,
-              folds: int = CROSSFIT_FOLDS) -> EntryIndex:
+              folds: int = CROSSFIT_FOLDS, written=None) -> EntryIndex:
     """Fit the fusion weights on the `validation` rows of `known` (cross-fitted features:
-    validation_features), fit the per-text temperature on out-of-fold scores, then return the index
-    over every known text with those weights and that temperature. `geometry` must come from a model
-    that never trained on the validation rows."""
+    validation_features) and on the `written` fitting texts ((vectors, texts, codes), text.written's dev
+    half; None: the entries alone), each domain half of the NLL; fit the per-text temperature on
+    the entries' out-of-fold scores (the written ones are sharper: one (a, b) for both over-sharpened the
+    entries: out-of-fold ECE 0.068 on the validation entries); return the index over every known text with those weights and
+    that temperature. `geometry` must come from a model that never trained on either."""
     counts = {kind: int((known.kinds == k).sum()) for k, kind in enumerate(KINDS)}
     if geometry is not None and not (validation & (known.kinds == 0)).any():
         # a source without index entries (the packaged fallback): nothing to fit on, the geometry alone
         log("no validation entries (no code has 3 kept index entries): the fused score is the geometry alone")
-        weights = np.array([1.0 if f == "geometry" else 0.0 for f in features])
+        weights = np.array([1.0 if f in GEOMETRY_FEATURES else 0.0 for f in features])
         fit = {"nll": None, "top1": None, "top5": None, "texts": 0, "weights": dict(zip(features, weights.tolist()))}
         return EntryIndex(known, tuple(features), weights, {"validation": fit, "texts_per_kind": counts,
-                                                           "validation_entries": 0,
+                                                           "validation_entries": 0, "written_texts": 0,
                                                            "dimension": int(known.vectors.shape[1])})
     x, target, features = validation_features(known, validation, geometry, candidates, groups, features, folds)
-    weights, fit = fit_conditional_logit(x, target)
-    # out-of-fold scores: each fold by the weights fitted on the other folds -> the per-text temperature
     val = validation & (known.kinds == 0)
     fold = validation_folds(known, val, folds)[val]
-    rows = np.arange(len(target))
+    domain = np.zeros(len(target), np.int8)
+    if written is not None and len(written[1]):
+        xw, tw = written_features(written, known, geometry, candidates, groups, features)
+        x, target = np.concatenate([x, xw]), np.concatenate([target, tw])
+        fold = np.concatenate([fold, np.arange(len(tw)) % folds])
+        domain = np.concatenate([domain, np.ones(len(tw), np.int8)])
+    share = np.where(domain == 0, 1.0 / max((domain == 0).sum(), 1), 1.0 / max((domain == 1).sum(), 1))
+    weights, fit = fit_conditional_logit(x, target, sample_weight=share)
+    # out-of-fold scores: each fold by the weights fitted on the other folds -> the per-text temperature
     if len(np.unique(fold)) > 1:
         oof = np.zeros(x.shape[:2])
         for k in np.unique(fold):
-            w_k, _ = fit_conditional_logit(x[fold != k], target[fold != k])
+            w_k, _ = fit_conditional_logit(x[fold != k], target[fold != k], sample_weight=share[fold != k])
             oof[fold == k] = x[fold == k] @ w_k
-        temperature = fit_temperature(oof, target)
+        entries = domain == 0
+        temperature = fit_temperature(oof[entries], target[entries])
     else:
         oof, temperature = x @ weights, np.zeros(2)
     index = EntryIndex(known, tuple(features), weights, {}, temperature)
     before, after = log_softmax(oof), log_softmax(calibrated_scores(oof, temperature))
     p = index.probabilities(x)
-    fit.update({"nll": float(-np.log(p[rows, target]).mean()), "top1": float((p.argmax(1) == target).mean()),
-                "top5": float((np.argsort(-p, 1)[:, :5] == target[:, None]).any(1).mean()), "folds": int(folds),
-                "temperature": {"a": float(temperature[0]), "b": float(temperature[1])},
-                **{f"out_of_fold_{name}": _nll_ece(logp, target) for name, logp in
-                   (("uncalibrated", before), ("calibrated", after))},
+    for d, name in ((0, "entries"), (1, "written")):
+        m = domain == d
+        if m.any():
+            fit[name] = {"texts": int(m.sum()), "nll": float(-np.log(p[m, target[m]]).mean()),
+                         "top1": float((p[m].argmax(1) == target[m]).mean()),
+                         "top5": float((np.argsort(-p[m], 1)[:, :5] == target[m, None]).any(1).mean()),
+                         **{f"out_of_fold_{n}": _nll_ece(lp[m], target[m]) for n, lp in
+                            (("uncalibrated", before), ("calibrated", after))}}
+    fit.update({"folds": int(folds), "temperature": {"a": float(temperature[0]), "b": float(temperature[1])},
                 "weights": dict(zip(features, map(float, weights)))})
-    log(f"fusion fitted on {len(target):,} validation entries ({folds} cross-fitted folds): NLL {fit['nll']:.3f}, "
-        f"top-1 {fit['top1']:.3f}; out of fold NLL / ECE {fit['out_of_fold_uncalibrated']['nll']:.3f} / "
-        f"{fit['out_of_fold_uncalibrated']['ece']:.3f}, with the per-text temperature "
-        f"{fit['out_of_fold_calibrated']['nll']:.3f} / {fit['out_of_fold_calibrated']['ece']:.3f} "
-        f"(a {temperature[0]:.3f}, b {temperature[1]:.3f}); "
-        f"weights {', '.join(f'{k} {v:.2f}' for k, v in fit['weights'].items())}")
-    index.meta.update({"validation": fit, "texts_per_kind": counts, "validation_entries": int(len(target)),
-                       "dimension": int(known.vectors.shape[1])})
+    for name in ("nll", "top1", "top5"):
+        fit[name] = fit["entries"][name]
+    parts = [f"{name} ({fit[name]['texts']:,}): NLL {fit[name]['nll']:.3f}, top-1 {fit[name]['top1']:.3f}, "
+             f"out of fold NLL / ECE {fit[name]['out_of_fold_calibrated']['nll']:.3f} / "
+             f"{fit[name]['out_of_fold_calibrated']['ece']:.3f}" for name in ("entries", "written") if name in fit]
+    log(f"fusion fitted ({folds} cross-fitted folds, per-text temperature a {temperature[0]:.3f}, "
+        f"b {temperature[1]:.3f}) on " + "; ".join(parts) +
+        f"; weights {', '.join(f'{k} {v:.2f}' for k, v in fit['weights'].items())}")
+    index.meta.update({"validation": fit, "texts_per_kind": counts, "validation_entries": int((domain == 0).sum()),
+                       "written_texts": int((domain == 1).sum()), "dimension": int(known.vectors.shape[1])})
     return index
 
 
@@ -309,29 +349,36 @@ def _nll_ece(logp: np.ndarray, target: np.ndarray) -> dict:
 
 
 def build_entry_index(clf, descriptions, model_path: Path, cache_dir: Path | None = None,
-                      log=lambda *_: None) -> EntryIndex:
+                      log=lambda *_: None, written_path: Path | None = None) -> EntryIndex:
     """The entry index of a loaded TextClassifier's stage: every known text encoded by the stage's
     encoder (frozen vectors reused from the text cache; a fine-tuned encoder's computed afresh), the
-    fusion fitted on the validation split (data.entry_splits) with the stage's geometry."""
+    fusion fitted on the validation split (data.entry_splits) and the written descriptions' dev half
+    (text.written, those whose code the source has) with the stage's geometry."""
     import time
 
     from naics_pipeline.data.entry_splits import validation_mask
     from naics_pipeline.encoders import encode_texts
+    from naics_pipeline.text.written import WRITTEN_PATH, load_written
 
     started = time.perf_counter()
     texts, codes, kinds = known_texts(descriptions)
+    candidates = clf.table.codes[clf.six].tolist()
+    dev = load_written(written_path or WRITTEN_PATH).half("dev", candidates)
     if clf.fine_tuned or cache_dir is None:
-        vectors = clf.encode(texts)
+        vectors, written_vectors = clf.encode(texts), clf.encode(dev.texts)
         stats = {"encoded": len(texts), "reused": 0}
     else:
         vectors, stats = encode_texts(clf.encoder, texts, cache_dir)
-    log(f"entry index: {len(texts):,} known texts, {stats['encoded']:,} encoded, {stats['reused']:,} reused")
+        written_vectors = encode_texts(clf.encoder, dev.texts, cache_dir)[0]
+    log(f"entry index: {len(texts):,} known texts, {stats['encoded']:,} encoded, {stats['reused']:,} reused; "
+        f"{len(dev)} written descriptions to fit on")
     entry = kinds == 0
     val = np.zeros(len(texts), bool)
     val[entry] = validation_mask([t for t, e in zip(texts, entry) if e], [c for c, e in zip(codes, entry) if e])
     known = KnownTexts(texts, codes, kinds, vectors.astype(np.float32))
-    index = fit_index(known, val, clf.geometry, clf.table.codes[clf.six].tolist(),
-                      np.asarray(clf.table.industry_group[clf.six], dtype=str), log=log)
+    written = (np.asarray(written_vectors, np.float32), dev.texts, dev.codes) if len(dev) else None
+    index = fit_index(known, val, clf.geometry, candidates, np.asarray(clf.table.industry_group[clf.six], dtype=str),
+                      log=log, written=written)
     from naics_pipeline.text.classify import _file_digest
 
     index.meta.update({"stage": clf.stage, "encoder": clf.encoder.name, "fine_tuned": bool(clf.fine_tuned),

@@ -37,13 +37,14 @@ def text_embeddings(context: dg.AssetExecutionContext, storage: StorageResource,
 
 def _entry_index_asset(final: Stage) -> dg.AssetsDefinition:
     @dg.asset(name="text_entry_index", deps=[final.name, "naics_descriptions", "text_embeddings"],
-              group_name="training", kinds={"numpy", "scikitlearn"}, owners=OWNERS, code_version="2")
+              group_name="training", kinds={"numpy", "scikitlearn"}, owners=OWNERS, code_version="3")
     def text_entry_index(context: dg.AssetExecutionContext, storage: StorageResource,
                          training: TrainingResource) -> dg.MaterializeResult:
         """What `classify` searches and how it fuses: every kept index entry, 6-digit title and description
         encoded by the final stage's encoder (its fine-tuned weights where it fine-tuned them), and the
         fusion weights of geometry, retrieval and lexical similarity fitted on the validation split of the
-        kept entries (withheld from the model; data.entry_splits). Rebuilt when the stage or the source changes."""
+        kept entries (withheld from the model; data.entry_splits) and on the written descriptions' dev half
+        (text.written). Rebuilt when the stage or the source changes."""
         from naics_pipeline.text.classify import TextClassifier
         from naics_pipeline.text.index import INDEX_FILE, build_entry_index
         from naics_pipeline.training.loop import uses_gpu
@@ -62,8 +63,12 @@ def _entry_index_asset(final: Stage) -> dg.AssetsDefinition:
             "dimension": index.meta["dimension"], "validation_entries": index.meta["validation_entries"],
             "fusion_weights": dg.MetadataValue.json(fit["weights"]),
             **{f"validation_{k}": round(fit[k], 4) for k in ("nll", "top1", "top5") if fit[k] is not None},
-            **({"validation_out_of_fold": dg.MetadataValue.json({k: fit[f"out_of_fold_{k}"] for k in
-                                                                ("uncalibrated", "calibrated")}),
+            "written_texts": index.meta["written_texts"],
+            **({f"written_{k}": round(fit["written"][k], 4) for k in ("nll", "top1", "top5")}
+               if "written" in fit else {}),
+            **({"validation_out_of_fold": dg.MetadataValue.json({d: {k: fit[d][f"out_of_fold_{k}"] for k in
+                                                                    ("uncalibrated", "calibrated")}
+                                                                for d in ("entries", "written") if d in fit}),
                 "temperature": dg.MetadataValue.json(fit["temperature"])} if "temperature" in fit else {}),
             "seconds": index.meta["seconds"],
             "path": dg.MetadataValue.path(str(path))})
