@@ -11,6 +11,7 @@ Per (text, candidate code) features (FEATURES):
 - entry / title / description: cosine of the text to the code's nearest kept entry, its title, its
   description (the stage's encoder; codes without one get 0);
 - lexical: TF-IDF cosine to the code's nearest entry or title (word unigrams + bigrams);
+- lexical_description: TF-IDF cosine to the code's description (its own vocabulary and idf);
 - entry_group: the best `entry` cosine among the codes of the same 4-digit industry group.
 `fit_index` fits the weights on two domains, weighted equally: the validation split of the index
 entries (data.entry_splits; the model that gives their geometry never saw them) and the `dev` half of
@@ -35,13 +36,14 @@ from naics_pipeline.text.fusion import calibrated_scores, fit_conditional_logit,
 from naics_pipeline.text.retrieval import DenseIndex, LexicalIndex
 
 KINDS = ("entry", "title", "description")
-FEATURES = ("geometry", "geometry_far", "entry", "title", "description", "lexical", "entry_group")
+FEATURES = ("geometry", "geometry_far", "entry", "title", "description", "lexical", "entry_group",
+            "lexical_description")
 GEOMETRY_FEATURES = ("geometry", "geometry_far")
 # log-probability where the geometry is cut in two (e^-4: 1.8%): the out-of-fold NLL of the two-domain
 # fit over -2, -3, -4, -6, -8, -12 (CPU model) was lowest here
 GEOMETRY_NEAR = -4.0
 INDEX_FILE = "entry_index.npz"
-FORMAT = 3          # 3: the geometry in two features, the fit over the written descriptions too
+FORMAT = 3          # 3: geometry in two features, lexical_description, the fit on the written descriptions
 CROSSFIT_FOLDS = 5
 
 # (Q, D) encoded texts -> (Q, C) log-probabilities of the candidates under the stage's geometry
@@ -94,6 +96,11 @@ class Scorer:
         self.lexical = (LexicalIndex([t for t, r in zip(known.texts, lex) if r],
                                      [c for c, r in zip(known.codes, lex) if r], self.candidates, device=device)
                         if "lexical" in features else None)
+        desc = known.kinds == 2
+        self.lexical_description = (LexicalIndex([t for t, r in zip(known.texts, desc) if r],
+                                                 [c for c, r in zip(known.codes, desc) if r], self.candidates,
+                                                 device=device)
+                                    if "lexical_description" in features and desc.any() else None)
         # candidates sorted by group, where each group starts: for the group max
         self._group_order = np.argsort(groups, kind="stable")
         g = groups[self._group_order]
@@ -118,6 +125,8 @@ class Scorer:
             cols["entry_group"] = self.group_max(entry)
         if self.lexical is not None:
             cols["lexical"] = self.lexical.best(texts)
+        if self.lexical_description is not None:
+            cols["lexical_description"] = self.lexical_description.best(texts)
         if "geometry" in self.features:
             cols["geometry"] = np.maximum(geometry, GEOMETRY_NEAR)
         if "geometry_far" in self.features:
@@ -152,6 +161,8 @@ class Scorer:
             out += w["entry_group"] * g[:, self._group_of_t]
         if self.lexical is not None:
             out += w["lexical"] * self.lexical.best_torch(texts)
+        if self.lexical_description is not None:
+            out += w["lexical_description"] * self.lexical_description.best_torch(texts)
         g = geometry.float()
         if "geometry" in w:
             out += w["geometry"] * g.clamp(min=GEOMETRY_NEAR)
@@ -283,8 +294,8 @@ def fit_index(known: KnownTexts, validation: np.ndarray, geometry: Geometry | No
     validation_features) and on the `written` fitting texts ((vectors, texts, codes), text.written's dev
     half; None: the entries alone), each domain half of the NLL; fit the per-text temperature on
     the entries' out-of-fold scores (the written ones are sharper: one (a, b) for both over-sharpened the
-    entries: out-of-fold ECE 0.068 on the validation entries); return the index over every known text with those weights and
-    that temperature. `geometry` must come from a model that never trained on either."""
+    entries: out-of-fold ECE 0.068 on the validation entries); return the index over every known text
+    with those weights and that temperature. `geometry` must come from a model that never trained on either."""
     counts = {kind: int((known.kinds == k).sum()) for k, kind in enumerate(KINDS)}
     if geometry is not None and not (validation & (known.kinds == 0)).any():
         # a source without index entries (the packaged fallback): nothing to fit on, the geometry alone
