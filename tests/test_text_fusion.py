@@ -244,3 +244,28 @@ def test_a_bad_written_file_names_the_row_and_field(tmp_path):
     path.write_bytes(b"text,code,style,half\ncaf\xe9,722511,short,dev\n")
     with pytest.raises(WrittenError, match="not valid UTF-8"):
         load_written(path)
+
+
+def test_cross_references_are_known_texts_of_the_code_they_send_to():
+    from naics_pipeline.text.index import cross_reference_texts, known_texts
+
+    desc = pa.table({
+        "code": ["311811", "311812", "445291", "4452", "445230", "445240"],
+        "level": pa.array([6, 6, 6, 4, 6, 6], pa.int8()),
+        "title": ["Retail Bakeries", "Commercial Bakeries", "Baked Goods Retailers", "Specialty Food Retailers",
+                  "Fruit and Vegetable Retailers", "Meat Retailers"],
+        "description": ["bakes and sells", "bakes", "sells baked goods", "", "sells fruit", "sells meat"],
+        "examples": [None] * 6,
+        "excluded": ["Retailing bakery products made elsewhere--are classified in U.S. Industry 445291, Baked "
+                     "Goods Retailers; and Manufacturing fresh breads--are classified in U.S. Industry 311812, "
+                     "Commercial Bakeries; Retailing specialty foods--are classified in Industry Group 4452",
+                     None, "Establishments that bake on the premises are classified in U.S. Industry 311811.",
+                     None, None, None]})
+    texts, codes = cross_reference_texts(desc)
+    pairs = set(zip(texts, codes))
+    assert ("Retailing bakery products made elsewhere", "445291") in pairs
+    assert ("Manufacturing fresh breads", "311812") in pairs
+    assert ("Establishments that bake on the premises", "311811") in pairs
+    assert {c for t, c in pairs if t == "Retailing specialty foods"} == {"445230", "445240", "445291"}  # its 6-digit codes
+    _, _, kinds = known_texts(desc)
+    assert (kinds == 3).sum() == len(texts)

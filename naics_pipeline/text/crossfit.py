@@ -7,7 +7,8 @@ Per fold, from the fold's training texts alone:
   that validation part (training.text_alignment.fit_query_head), onto fixed code points;
 - the code points: the last hierarchy stage's code model (trained on code texts, never on texts as
   queries) with the `examples` channel left empty, since that channel holds index entries of both folds;
-- the entry index: the fold's training texts, the 6-digit titles and descriptions; the fusion weights
+- the entry index: the fold's training texts, the 6-digit titles, descriptions and cross-references
+  (text.index.known_texts); the fusion weights
   fitted on the validation part (cross-fitted: each validation fold scored against the known texts
   without that fold) and the written descriptions' dev half (text.written), with the per-text
   temperature, then the index completed with it.
@@ -72,7 +73,7 @@ class FoldRefit:
 
     def __call__(self, train_texts: list[str], train_codes: list[str]):
         from naics_pipeline.data.entry_splits import validation_mask
-        from naics_pipeline.text.index import KnownTexts, fit_index
+        from naics_pipeline.text.index import KnownTexts, cross_reference_texts, fit_index
         from naics_pipeline.text.written import load_written
         from naics_pipeline.training.text_alignment import fit_query_head
 
@@ -80,10 +81,13 @@ class FoldRefit:
         titles = self.table.titles[self.six].tolist()
         descs = self.descriptions.column("description").to_pylist()
         descs = [descs[i] for i in self.six]
-        texts = list(train_texts) + titles + [d.strip() for d in descs if d and d.strip()]
-        codes = list(train_codes) + self.candidates + [c for c, d in zip(self.candidates, descs) if d and d.strip()]
-        kinds = np.array([0] * len(train_texts) + [1] * len(titles) + [2] * (len(texts) - len(train_texts)
-                                                                           - len(titles)), np.int8)
+        xref_texts, xref_codes = cross_reference_texts(self.descriptions)
+        desc_texts = [d.strip() for d in descs if d and d.strip()]
+        texts = list(train_texts) + titles + desc_texts + xref_texts
+        codes = (list(train_codes) + self.candidates + [c for c, d in zip(self.candidates, descs) if d and d.strip()]
+                 + xref_codes)
+        kinds = np.array([0] * len(train_texts) + [1] * len(titles) + [2] * len(desc_texts) + [3] * len(xref_texts),
+                         np.int8)
         vectors = self.encode(texts)
         val = np.zeros(len(texts), bool)
         val[:len(train_texts)] = validation_mask(list(train_texts), list(train_codes))

@@ -2,14 +2,17 @@
 fusion weights fitted over it. `classify` loads it (training/<stage>/entry_index.npz, the Dagster
 asset text_entry_index).
 
-Known texts, by kind: the kept index entries, the 6-digit titles, and each 6-digit code's description.
+Known texts, by kind: the kept index entries, the 6-digit titles, each 6-digit code's description, and
+the cross-references: each activity that a code's exclusions send elsewhere ("Retailing bakery products
+not for immediate consumption made elsewhere--are classified in U.S. Industry 445291"), a known text of
+the code it is sent to.
 Per (text, candidate code) features (FEATURES):
 - geometry, geometry_far: the stage's log-probability g of the code (softmax of -Lorentz distance /
   temperature), cut at GEOMETRY_NEAR: max(g, GEOMETRY_NEAR) ranks the codes the geometry places near the
   text, min(g, GEOMETRY_NEAR) - GEOMETRY_NEAR says how far off the others are, each with its own weight
   (one weight on g let a far code's large negative g push every other sector out of the top five);
-- entry / title / description: cosine of the text to the code's nearest kept entry, its title, its
-  description (the stage's encoder; codes without one get 0);
+- entry / title / description / cross_reference: cosine of the text to the code's nearest kept entry,
+  its title, its description, its nearest cross-reference (the stage's encoder; codes without one get 0);
 - lexical: TF-IDF cosine to the code's nearest entry or title (word unigrams + bigrams);
 - lexical_description: TF-IDF cosine to the code's description (its own vocabulary and idf);
 - entry_group: the best `entry` cosine among the codes of the same 4-digit industry group.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +39,11 @@ import numpy as np
 from naics_pipeline.text.fusion import calibrated_scores, fit_conditional_logit, fit_temperature, log_softmax
 from naics_pipeline.text.retrieval import DenseIndex, LexicalIndex
 
-KINDS = ("entry", "title", "description")
+KINDS = ("entry", "title", "description", "cross_reference")
 FEATURES = ("geometry", "geometry_far", "entry", "title", "description", "lexical", "entry_group",
-            "lexical_description")
+            "lexical_description", "cross_reference")
+# a cross-reference sent to a 4- or 5-digit code is a known text of its 6-digit codes, up to this many
+CROSS_REFERENCE_SPREAD = 5
 GEOMETRY_FEATURES = ("geometry", "geometry_far")
 # log-probability where the geometry is cut in two (e^-4: 1.8%): the out-of-fold NLL of the two-domain
 # fit over -2, -3, -4, -6, -8, -12 (CPU model) was lowest here
@@ -62,8 +68,32 @@ class KnownTexts:
                           self.kinds[keep], self.vectors[keep])
 
 
+def cross_reference_texts(descriptions) -> tuple[list[str], list[str]]:
+    """(activities, 6-digit codes they are sent to) of every code's kept exclusions (the `excluded`
+    column: `ACTIVITY--are classified in U.S. Industry CODE, TITLE`, items separated by ';')."""
+    cols = {c: descriptions.column(c).to_pylist() for c in ("code", "level", "excluded")}
+    six = sorted(c for c, lv in zip(cols["code"], cols["level"]) if lv == 6)
+    six_set = set(six)
+    texts, codes = [], []
+    for excluded in cols["excluded"]:
+        for item in re.split(r";\s+(?:and\s+)?", excluded or ""):
+            parts = re.split(r"\s*-*\s*\b(?:are|is) classified in\b", item, maxsplit=1)
+            activity = re.sub(r"^(?:and|or)\s+", "", parts[0].strip(" -.,"))
+            if len(parts) < 2 or not activity:
+                continue
+            rest = parts[1]
+            targets: list[str] = []
+            for ref in re.findall(r"\b\d{2,6}\b", rest):
+                under = [ref] if ref in six_set else [c for c in six if c.startswith(ref)]
+                if len(under) <= CROSS_REFERENCE_SPREAD:
+                    targets += [c for c in under if c not in targets]
+            texts += [activity] * len(targets)
+            codes += targets
+    return texts, codes
+
+
 def known_texts(descriptions) -> tuple[list[str], list[str], np.ndarray]:
-    """(texts, codes, kinds) of every kept entry, 6-digit title and 6-digit description."""
+    """(texts, codes, kinds) of every kept entry, 6-digit title, 6-digit description and cross-reference."""
     from naics_pipeline.data.entry_splits import kept_entries
 
     texts, codes = kept_entries(descriptions)
@@ -77,7 +107,8 @@ def known_texts(descriptions) -> tuple[list[str], list[str], np.ndarray]:
                 texts.append(text.strip())
                 codes.append(code)
                 kinds.append(kind)
-    return texts, codes, np.array(kinds, np.int8)
+    xref_texts, xref_codes = cross_reference_texts(descriptions)
+    return texts + xref_texts, codes + xref_codes, np.array(kinds + [3] * len(xref_texts), np.int8)
 
 
 class Scorer:
