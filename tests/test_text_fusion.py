@@ -266,6 +266,6 @@ def test_cross_references_are_known_texts_of_the_code_they_send_to():
     assert ("Retailing bakery products made elsewhere", "445291") in pairs
     assert ("Manufacturing fresh breads", "311812") in pairs
     assert ("Establishments that bake on the premises", "311811") in pairs
-    assert {c for t, c in pairs if t == "Retailing specialty foods"} == {"445230", "445240", "445291"}  # its 6-digit codes
+    assert {c for t, c in pairs if t == "Retailing specialty foods"} == {"445230", "445240", "445291"}
     _, _, kinds = known_texts(desc)
     assert (kinds == 3).sum() == len(texts)
