@@ -14,7 +14,8 @@ Per (text, candidate code) features (FEATURES):
 - entry / title / description / cross_reference: cosine of the text to the code's nearest kept entry,
   its title, its description, its nearest cross-reference (the stage's encoder; codes without one get 0);
 - lexical: TF-IDF cosine to the code's nearest entry or title (word unigrams + bigrams);
-- lexical_description: TF-IDF cosine to the code's description (its own vocabulary and idf);
+- lexical_description: TF-IDF cosine to the code's description (one TF-IDF, fitted on the entries, titles and
+  descriptions, for both lexical features);
 - entry_group: the best `entry` cosine among the codes of the same 4-digit industry group.
 `fit_index` fits the weights on two domains, weighted equally: the validation split of the index
 entries (data.entry_splits; the model that gives their geometry never saw them) and the `dev` half of
@@ -37,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from naics_pipeline.text.fusion import calibrated_scores, fit_conditional_logit, fit_temperature, log_softmax
-from naics_pipeline.text.retrieval import DenseIndex, LexicalIndex
+from naics_pipeline.text.retrieval import DenseIndex, LexicalIndex, tfidf_vectorizer
 
 KINDS = ("entry", "title", "description", "cross_reference")
 FEATURES = ("geometry", "geometry_far", "entry", "title", "description", "lexical", "entry_group",
@@ -123,15 +124,17 @@ class Scorer:
             if (kind in features or (kind == "entry" and "entry_group" in features)) and rows.any():
                 self.dense[kind] = DenseIndex(known.vectors[rows], [c for c, r in zip(known.codes, rows) if r],
                                               self.candidates, device)
-        lex = known.kinds <= 1
-        self.lexical = (LexicalIndex([t for t, r in zip(known.texts, lex) if r],
-                                     [c for c, r in zip(known.codes, lex) if r], self.candidates, device=device)
-                        if "lexical" in features else None)
-        desc = known.kinds == 2
-        self.lexical_description = (LexicalIndex([t for t, r in zip(known.texts, desc) if r],
-                                                 [c for c, r in zip(known.codes, desc) if r], self.candidates,
-                                                 device=device)
-                                    if "lexical_description" in features and desc.any() else None)
+        # one TF-IDF (vocabulary and idf of the entries, titles and descriptions) for both lexical features,
+        # so each query is transformed once
+        lexical = [f for f in ("lexical", "lexical_description") if f in features]
+        vectorizer = (tfidf_vectorizer().fit([t for t, k in zip(known.texts, known.kinds) if k <= 2])
+                      if lexical else None)
+        self.lexical = self.lexical_description = None
+        for name, rows in (("lexical", known.kinds <= 1), ("lexical_description", known.kinds == 2)):
+            if name in features and rows.any():
+                setattr(self, name, LexicalIndex([t for t, r in zip(known.texts, rows) if r],
+                                                 [c for c, r in zip(known.codes, rows) if r], self.candidates,
+                                                 device=device, vectorizer=vectorizer))
         # candidates sorted by group, where each group starts: for the group max
         self._group_order = np.argsort(groups, kind="stable")
         g = groups[self._group_order]
@@ -139,6 +142,10 @@ class Scorer:
         self._group_of = np.empty(len(groups), np.int64)
         self._group_of[self._group_order] = np.repeat(np.arange(len(self._group_starts)),
                                                       np.diff(np.r_[self._group_starts, len(groups)]))
+
+    def _lexical_queries(self, texts: list[str]):
+        index = self.lexical or self.lexical_description
+        return index.queries(texts) if index is not None else None
 
     def group_max(self, x: np.ndarray) -> np.ndarray:
         best = np.maximum.reduceat(x[:, self._group_order], self._group_starts, axis=1)
@@ -154,10 +161,10 @@ class Scorer:
                 entry = best
         if "entry_group" in self.features:
             cols["entry_group"] = self.group_max(entry)
-        if self.lexical is not None:
-            cols["lexical"] = self.lexical.best(texts)
-        if self.lexical_description is not None:
-            cols["lexical_description"] = self.lexical_description.best(texts)
+        queries = self._lexical_queries(texts)
+        for name in ("lexical", "lexical_description"):
+            if getattr(self, name) is not None:
+                cols[name] = getattr(self, name).best(texts, queries)
         if "geometry" in self.features:
             cols["geometry"] = np.maximum(geometry, GEOMETRY_NEAR)
         if "geometry_far" in self.features:
@@ -190,10 +197,10 @@ class Scorer:
             g = torch.full((len(texts), len(self._group_starts)), -1.0, device=out.device)
             g.scatter_reduce_(1, self._group_of_t.expand(len(texts), -1), entry, reduce="amax", include_self=True)
             out += w["entry_group"] * g[:, self._group_of_t]
-        if self.lexical is not None:
-            out += w["lexical"] * self.lexical.best_torch(texts)
-        if self.lexical_description is not None:
-            out += w["lexical_description"] * self.lexical_description.best_torch(texts)
+        queries = self._lexical_queries(texts)
+        for name in ("lexical", "lexical_description"):
+            if getattr(self, name) is not None:
+                out += w[name] * getattr(self, name).best_torch(texts, queries)
         g = geometry.float()
         if "geometry" in w:
             out += w["geometry"] * g.clamp(min=GEOMETRY_NEAR)

@@ -83,18 +83,17 @@ class DenseIndex:
 
 
 class LexicalIndex:
-    """TF-IDF over the known texts (word unigrams + bigrams, sublinear tf), max cosine per code;
-    the vocabulary and idf are fitted on the known texts."""
+    """TF-IDF over the known texts (word unigrams + bigrams, sublinear tf), max cosine per code; the
+    vocabulary and idf are fitted on the known texts, or come with `vectorizer` (fitted), which several
+    indexes can share so that a query is transformed once for all of them (`queries`)."""
 
     def __init__(self, texts: list[str], row_codes: list[str], candidates: list[str], analyzer: str = "word",
-                 ngram_range: tuple[int, int] = (1, 2), device: str = "cpu"):
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
+                 ngram_range: tuple[int, int] = (1, 2), device: str = "cpu", vectorizer=None):
         self.segments = CodeSegments(row_codes, candidates)
-        self.vectorizer = TfidfVectorizer(ngram_range=ngram_range, analyzer=analyzer, sublinear_tf=True,
-                                          strip_accents="unicode", dtype=np.float32)
-        matrix = self.vectorizer.fit_transform(texts)
-        self.matrix_t = matrix[self.segments.order].T.tocsr()
+        if vectorizer is None:
+            vectorizer = tfidf_vectorizer(analyzer, ngram_range).fit(texts)
+        self.vectorizer = vectorizer
+        self.matrix_t = vectorizer.transform(texts)[self.segments.order].T.tocsr()
         self.device = device
         if device != "cpu":
             import torch
@@ -102,19 +101,30 @@ class LexicalIndex:
             self._dense_t = torch.as_tensor(self.matrix_t.toarray(), device=device)     # (V, N) float32
             self._index = self.segments.torch_index(device)
 
-    def best(self, texts: list[str]) -> np.ndarray:
-        if self.device == "cpu":
-            return self.segments.max_per_code((self.vectorizer.transform(texts) @ self.matrix_t).toarray(), 0.0)
-        return self.best_torch(texts).cpu().numpy()
+    def queries(self, texts: list[str]):
+        """The texts' TF-IDF rows (sparse), for best / best_torch of every index sharing the vectorizer."""
+        return self.vectorizer.transform(texts)
 
-    def best_torch(self, texts: list[str]):
+    def best(self, texts: list[str], queries=None) -> np.ndarray:
+        q = self.queries(texts) if queries is None else queries
+        if self.device == "cpu":
+            return self.segments.max_per_code((q @ self.matrix_t).toarray(), 0.0)
+        return self.best_torch(texts, q).cpu().numpy()
+
+    def best_torch(self, texts: list[str], queries=None):
         """best() on the index's device, (Q, C) float32 torch (not for device "cpu")."""
         import torch
 
-        q = self.vectorizer.transform(texts)
-
-        q = q.tocsr()
+        q = (self.queries(texts) if queries is None else queries).tocsr()
         sparse = torch.sparse_csr_tensor(torch.as_tensor(q.indptr, dtype=torch.int64),
                                          torch.as_tensor(q.indices, dtype=torch.int64),
                                          torch.as_tensor(q.data, dtype=torch.float32), size=q.shape).to(self.device)
         return self.segments.max_per_code_torch(torch.sparse.mm(sparse, self._dense_t), self._index, 0.0)
+
+
+def tfidf_vectorizer(analyzer: str = "word", ngram_range: tuple[int, int] = (1, 2)):
+    """The unfitted TF-IDF of LexicalIndex (sublinear tf, accents stripped, float32)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return TfidfVectorizer(ngram_range=ngram_range, analyzer=analyzer, sublinear_tf=True, strip_accents="unicode",
+                           dtype=np.float32)
