@@ -122,8 +122,14 @@ class Scorer:
         for k, kind in enumerate(KINDS):
             rows = known.kinds == k
             if (kind in features or (kind == "entry" and "entry_group" in features)) and rows.any():
-                self.dense[kind] = DenseIndex(known.vectors[rows], [c for c, r in zip(known.codes, rows) if r],
-                                              self.candidates, device)
+                vectors, codes = known.vectors[rows], [c for c, r in zip(known.codes, rows) if r]
+                # a zero row for each code without a text of this kind: cosine 0, the feature's value for
+                # "none", and every candidate a segment (the per-code max needs no scatter)
+                missing = sorted(set(self.candidates) - set(codes))
+                if missing:
+                    vectors = np.vstack([vectors, np.zeros((len(missing), vectors.shape[1]), vectors.dtype)])
+                    codes = codes + missing
+                self.dense[kind] = DenseIndex(vectors, codes, self.candidates, device)
         # one TF-IDF (vocabulary and idf of the entries, titles and descriptions) for both lexical features,
         # so each query is transformed once
         lexical = [f for f in ("lexical", "lexical_description") if f in features]

@@ -48,11 +48,16 @@ class CodeSegments:
 
     def max_per_code(self, sims: np.ndarray, empty: float) -> np.ndarray:
         """(Q, N) similarities in the rows' sorted order -> (Q, C) best per candidate."""
-        out = np.full((sims.shape[0], self.n), empty, np.float32)
         if self.single:          # one text per code (titles, descriptions): the sorted columns are the answer
-            out[:, self.has] = sims
+            best = sims
         elif sims.shape[1]:
-            out[:, self.has] = np.maximum.reduceat(sims, self.starts, axis=1)
+            best = np.maximum.reduceat(sims, self.starts, axis=1)
+        else:
+            return np.full((sims.shape[0], self.n), empty, np.float32)
+        if self.has.all():       # every candidate has a text: no scatter into a filled array
+            return best.astype(np.float32, copy=False)
+        out = np.full((sims.shape[0], self.n), empty, np.float32)
+        out[:, self.has] = best
         return out
 
 
