@@ -288,7 +288,11 @@ def main() -> None:
         test = load_written(Path(args.written)).half("test", [c for c, lv in zip(desc.column("code").to_pylist(),
                                                                                  desc.column("level").to_pylist())
                                                                if lv == 6])
-        written = (test.texts, test.codes, test.styles)
+        if len(test):
+            written = (test.texts, test.codes, test.styles)
+        else:
+            skipped["written"] = (f"written split skipped: no test row of {args.written} has a 6-digit code "
+                                  "of this source")
     if "model" in methods:
         t0 = time.perf_counter()
         clf = load_model(layout.root, args.stage, args.device, skipped)
