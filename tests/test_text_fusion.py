@@ -269,3 +269,11 @@ def test_cross_references_are_known_texts_of_the_code_they_send_to():
     assert {c for t, c in pairs if t == "Retailing specialty foods"} == {"445230", "445240", "445291"}
     _, _, kinds = known_texts(desc)
     assert (kinds == 3).sum() == len(texts)
+
+
+def test_dense_index_scores_a_code_without_text_as_empty():
+    vectors = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [-1.0, 0.0]], np.float32)
+    for empty in (-1.0, 0.0):
+        index = DenseIndex(vectors, ["B", "A", "C", "C"], ["A", "B", "C", "D"], empty=empty)
+        got = index.best(np.array([[-1.0, 0.0]], np.float32))
+        assert got.tolist() == [[pytest.approx(-0.6), -1.0, 1.0, empty]]   # a real -1 stays -1; D has no text

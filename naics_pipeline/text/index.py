@@ -122,14 +122,9 @@ class Scorer:
         for k, kind in enumerate(KINDS):
             rows = known.kinds == k
             if (kind in features or (kind == "entry" and "entry_group" in features)) and rows.any():
-                vectors, codes = known.vectors[rows], [c for c, r in zip(known.codes, rows) if r]
-                # a zero row for each code without a text of this kind: cosine 0, the feature's value for
-                # "none", and every candidate a segment (the per-code max needs no scatter)
-                missing = sorted(set(self.candidates) - set(codes))
-                if missing:
-                    vectors = np.vstack([vectors, np.zeros((len(missing), vectors.shape[1]), vectors.dtype)])
-                    codes = codes + missing
-                self.dense[kind] = DenseIndex(vectors, codes, self.candidates, device)
+                # a code without a text of this kind scores 0
+                self.dense[kind] = DenseIndex(known.vectors[rows], [c for c, r in zip(known.codes, rows) if r],
+                                              self.candidates, device, empty=0.0)
         # one TF-IDF (vocabulary and idf of the entries, titles and descriptions) for both lexical features,
         # so each query is transformed once
         lexical = [f for f in ("lexical", "lexical_description") if f in features]
@@ -162,7 +157,6 @@ class Scorer:
         cols, entry = {}, None
         for kind, index in self.dense.items():
             cols[kind] = best = index.best(vectors)
-            best[best <= -1.0] = 0.0          # a code without a text of this kind
             if kind == "entry":
                 entry = best
         if "entry_group" in self.features:
@@ -192,7 +186,6 @@ class Scorer:
         entry = None
         for kind, index in self.dense.items():
             best = index.best_torch(vectors)
-            best = torch.where(best <= -1.0, torch.zeros_like(best), best)
             if kind == "entry":
                 entry = best
             if kind in w:

@@ -62,11 +62,20 @@ class CodeSegments:
 
 
 class DenseIndex:
-    """Known texts' encoder vectors (rows L2-normalised), max cosine per candidate code."""
+    """Known texts' encoder vectors (rows L2-normalised), max cosine per candidate code; `empty` for a
+    code without a text. With empty=0 such a code gets a zero vector (cosine 0), so every candidate has
+    a segment and the per-code max needs no scatter."""
 
-    def __init__(self, vectors: np.ndarray, row_codes: list[str], candidates: list[str], device: str = "cpu"):
+    def __init__(self, vectors: np.ndarray, row_codes: list[str], candidates: list[str], device: str = "cpu",
+                 empty: float = -1.0):
+        if empty == 0.0:
+            missing = sorted(set(candidates) - set(row_codes))
+            if missing:
+                vectors = np.vstack([vectors, np.zeros((len(missing), vectors.shape[1]), vectors.dtype)])
+                row_codes = list(row_codes) + missing
         self.segments = CodeSegments(row_codes, candidates)
         self.vectors = np.ascontiguousarray(vectors[self.segments.order], dtype=np.float32)
+        self.empty = empty
         self.device = device
         if device != "cpu":
             import torch
@@ -76,7 +85,7 @@ class DenseIndex:
 
     def best(self, queries: np.ndarray) -> np.ndarray:
         if self.device == "cpu":
-            return self.segments.max_per_code(queries.astype(np.float32) @ self.vectors.T, -1.0)
+            return self.segments.max_per_code(queries.astype(np.float32) @ self.vectors.T, self.empty)
         return self.best_torch(queries).cpu().numpy()
 
     def best_torch(self, queries):
@@ -84,7 +93,7 @@ class DenseIndex:
         import torch
 
         q = torch.as_tensor(queries, device=self.device).half()
-        return self.segments.max_per_code_torch(q @ self._vectors.T, self._index, -1.0)
+        return self.segments.max_per_code_torch(q @ self._vectors.T, self._index, self.empty)
 
 
 class LexicalIndex:
