@@ -33,7 +33,8 @@ class FoldRefit:
 
         from naics_pipeline.encoders import TextEmbeddings
         from naics_pipeline.text.classify import CodeTable
-        from naics_pipeline.text.index import FEATURES
+        from naics_pipeline.text.index import FEATURES, known_texts
+        from naics_pipeline.text.written import load_written
         from naics_pipeline.training.checkpoint import embed_all, load_model
 
         layout = Layout(Path(root))
@@ -53,6 +54,12 @@ class FoldRefit:
         self.features = tuple(features or FEATURES)
         self.candidates = self.table.codes[self.six].tolist()
         self.groups = np.asarray(self.table.industry_group[self.six], dtype=str)
+        # the known texts of the codes themselves (titles, descriptions, cross-references): the same in every fold
+        texts, codes, kinds = known_texts(self.descriptions)
+        of_code = kinds != 0
+        self.code_texts = ([t for t, r in zip(texts, of_code) if r], [c for c, r in zip(codes, of_code) if r],
+                           kinds[of_code])
+        self.written = load_written().half("dev", self.candidates)
         self.weights_seen: list[dict] = []
 
     def geometry_of(self, head):
@@ -73,21 +80,13 @@ class FoldRefit:
 
     def __call__(self, train_texts: list[str], train_codes: list[str]):
         from naics_pipeline.data.entry_splits import validation_mask
-        from naics_pipeline.text.index import KnownTexts, cross_reference_texts, fit_index
-        from naics_pipeline.text.written import load_written
+        from naics_pipeline.text.index import KnownTexts, fit_index
         from naics_pipeline.training.text_alignment import fit_query_head
 
         pos = {c: i for i, c in enumerate(self.candidates)}
-        titles = self.table.titles[self.six].tolist()
-        descs = self.descriptions.column("description").to_pylist()
-        descs = [descs[i] for i in self.six]
-        xref_texts, xref_codes = cross_reference_texts(self.descriptions)
-        desc_texts = [d.strip() for d in descs if d and d.strip()]
-        texts = list(train_texts) + titles + desc_texts + xref_texts
-        codes = (list(train_codes) + self.candidates + [c for c, d in zip(self.candidates, descs) if d and d.strip()]
-                 + xref_codes)
-        kinds = np.array([0] * len(train_texts) + [1] * len(titles) + [2] * len(desc_texts) + [3] * len(xref_texts),
-                         np.int8)
+        code_texts, code_codes, code_kinds = self.code_texts
+        texts, codes = list(train_texts) + code_texts, list(train_codes) + code_codes
+        kinds = np.concatenate([np.zeros(len(train_texts), np.int8), code_kinds])
         vectors = self.encode(texts)
         val = np.zeros(len(texts), bool)
         val[:len(train_texts)] = validation_mask(list(train_texts), list(train_codes))
@@ -95,7 +94,7 @@ class FoldRefit:
         head = fit_query_head(vectors[head_rows], np.array([pos[c] for c, r in zip(codes, head_rows) if r]),
                               self.leaf_points, self.radius, self.curvature)
         geometry = self.geometry_of(head)
-        dev = load_written().half("dev", self.candidates)
+        dev = self.written
         written = (self.encode(dev.texts), dev.texts, dev.codes) if len(dev) else None
         index = fit_index(KnownTexts(texts, codes, kinds, vectors), val, geometry, self.candidates, self.groups,
                           self.features, written=written)
