@@ -102,24 +102,16 @@ def load_model(root: Path, stage: str | None, device: str, skipped: dict):
 def model_parts(clf, desc, entries: list[str], codes: list[str], written=None) -> tuple[list[dict], dict]:
     """Held-out rows (and written rows, with `written` = (texts, codes, styles)) of the geometry alone,
     retrieval alone and the fused classifier, and the fused probabilities' calibration reports."""
-    from naics_pipeline.data.entry_splits import validation_mask
     from naics_pipeline.text.calibration import calibration_report
-    from naics_pipeline.text.index import GEOMETRY_FEATURES, fit_index
-    from naics_pipeline.text.written import load_written
+    from naics_pipeline.text.index import GEOMETRY_FEATURES, fit_index, validation_rows, written_fit_texts
 
     cands = clf.table.codes[clf.six]
     groups = np.asarray(clf.table.industry_group[clf.six], dtype=str)
     pos = {c: i for i, c in enumerate(cands)}
     # retrieval alone: the same validation split, written dev half and features, without the geometry, refitted
-    known = clf.index.known
-    val = np.zeros(len(known.texts), bool)
-    entry = known.kinds == 0
-    val[entry] = validation_mask([t for t, e in zip(known.texts, entry) if e],
-                                 [c for c, e in zip(known.codes, entry) if e])
     feats = tuple(f for f in clf.index.features if f not in GEOMETRY_FEATURES)
-    dev = load_written().half("dev", cands.tolist())
-    alone = fit_index(known, val, None, cands.tolist(), groups, feats,
-                      written=(clf.encode(dev.texts), dev.texts, dev.codes) if len(dev) else None)
+    alone = fit_index(clf.index.known, validation_rows(clf.index.known), None, cands.tolist(), groups, feats,
+                      written=written_fit_texts(clf.encode, cands.tolist()))
     keep = [clf.index.features.index(f) for f in feats]
 
     def retrieval(vectors, texts):

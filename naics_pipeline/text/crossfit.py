@@ -33,8 +33,7 @@ class FoldRefit:
 
         from naics_pipeline.encoders import TextEmbeddings
         from naics_pipeline.text.classify import CodeTable
-        from naics_pipeline.text.index import FEATURES, known_texts
-        from naics_pipeline.text.written import load_written
+        from naics_pipeline.text.index import FEATURES, known_texts, written_fit_texts
         from naics_pipeline.training.checkpoint import embed_all, load_model
 
         layout = Layout(Path(root))
@@ -59,7 +58,7 @@ class FoldRefit:
         of_code = kinds != 0
         self.code_texts = ([t for t, r in zip(texts, of_code) if r], [c for c, r in zip(codes, of_code) if r],
                            kinds[of_code])
-        self.written = load_written().half("dev", self.candidates)
+        self.written = written_fit_texts(encode, self.candidates)
         self.weights_seen: list[dict] = []
 
     def geometry_of(self, head):
@@ -94,10 +93,8 @@ class FoldRefit:
         head = fit_query_head(vectors[head_rows], np.array([pos[c] for c, r in zip(codes, head_rows) if r]),
                               self.leaf_points, self.radius, self.curvature)
         geometry = self.geometry_of(head)
-        dev = self.written
-        written = (self.encode(dev.texts), dev.texts, dev.codes) if len(dev) else None
         index = fit_index(KnownTexts(texts, codes, kinds, vectors), val, geometry, self.candidates, self.groups,
-                          self.features, written=written)
+                          self.features, written=self.written)
         scorer = index.scorer(self.candidates, self.groups)
         cands = np.array(self.candidates, dtype=object)
         self.last = {"index": index}

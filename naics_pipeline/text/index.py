@@ -396,6 +396,26 @@ def _nll_ece(logp: np.ndarray, target: np.ndarray) -> dict:
             "ece": expected_calibration_error(np.exp(logp.max(1)), logp.argmax(1) == target)}
 
 
+def validation_rows(known: KnownTexts) -> np.ndarray:
+    """(N,) the validation split (data.entry_splits) over the kept-entry rows of `known`."""
+    from naics_pipeline.data.entry_splits import validation_mask
+
+    entry = known.kinds == 0
+    out = np.zeros(len(known.texts), bool)
+    out[entry] = validation_mask([t for t, e in zip(known.texts, entry) if e],
+                                 [c for c, e in zip(known.codes, entry) if e])
+    return out
+
+
+def written_fit_texts(encode, candidates: list[str], path: Path | None = None):
+    """fit_index's `written`: (vectors, texts, codes) of the written descriptions' dev half whose code is
+    a candidate, encoded by `encode(texts) -> (W, D)`; None when there is none."""
+    from naics_pipeline.text.written import WRITTEN_PATH, load_written
+
+    dev = load_written(path or WRITTEN_PATH).half("dev", candidates)
+    return (np.asarray(encode(dev.texts), np.float32), dev.texts, dev.codes) if len(dev) else None
+
+
 def build_entry_index(clf, descriptions, model_path: Path, cache_dir: Path | None = None,
                       log=lambda *_: None, written_path: Path | None = None) -> EntryIndex:
     """The entry index of a loaded TextClassifier's stage: every known text encoded by the stage's
@@ -404,29 +424,25 @@ def build_entry_index(clf, descriptions, model_path: Path, cache_dir: Path | Non
     (text.written, those whose code the source has) with the stage's geometry."""
     import time
 
-    from naics_pipeline.data.entry_splits import validation_mask
     from naics_pipeline.encoders import encode_texts
-    from naics_pipeline.text.written import WRITTEN_PATH, load_written
 
     started = time.perf_counter()
     texts, codes, kinds = known_texts(descriptions)
     candidates = clf.table.codes[clf.six].tolist()
-    dev = load_written(written_path or WRITTEN_PATH).half("dev", candidates)
     if clf.fine_tuned or cache_dir is None:
-        vectors, written_vectors = clf.encode(texts), clf.encode(dev.texts)
+        encode = clf.encode
         stats = {"encoded": len(texts), "reused": 0}
+        vectors = encode(texts)
     else:
+        def encode(batch):
+            return encode_texts(clf.encoder, batch, cache_dir)[0]
         vectors, stats = encode_texts(clf.encoder, texts, cache_dir)
-        written_vectors = encode_texts(clf.encoder, dev.texts, cache_dir)[0]
+    written = written_fit_texts(encode, candidates, written_path)
     log(f"entry index: {len(texts):,} known texts, {stats['encoded']:,} encoded, {stats['reused']:,} reused; "
-        f"{len(dev)} written descriptions to fit on")
-    entry = kinds == 0
-    val = np.zeros(len(texts), bool)
-    val[entry] = validation_mask([t for t, e in zip(texts, entry) if e], [c for c, e in zip(codes, entry) if e])
+        f"{len(written[1]) if written else 0} written descriptions to fit on")
     known = KnownTexts(texts, codes, kinds, vectors.astype(np.float32))
-    written = (np.asarray(written_vectors, np.float32), dev.texts, dev.codes) if len(dev) else None
-    index = fit_index(known, val, clf.geometry, candidates, np.asarray(clf.table.industry_group[clf.six], dtype=str),
-                      log=log, written=written)
+    index = fit_index(known, validation_rows(known), clf.geometry, candidates,
+                      np.asarray(clf.table.industry_group[clf.six], dtype=str), log=log, written=written)
     from naics_pipeline.text.classify import _file_digest
 
     index.meta.update({"stage": clf.stage, "encoder": clf.encoder.name, "fine_tuned": bool(clf.fine_tuned),
