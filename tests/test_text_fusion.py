@@ -277,3 +277,40 @@ def test_dense_index_scores_a_code_without_text_as_empty():
         index = DenseIndex(vectors, ["B", "A", "C", "C"], ["A", "B", "C", "D"], empty=empty)
         got = index.best(np.array([[-1.0, 0.0]], np.float32))
         assert got.tolist() == [[pytest.approx(-0.6), -1.0, 1.0, empty]]   # a real -1 stays -1; D has no text
+
+
+def test_soft_max_counts_every_close_text_of_a_code():
+    c = np.cos(np.pi / 6)       # the query's cosine to each text of A; B has one text at cosine 1
+    vectors = np.array([[c, 0.5], [c, -0.5], [1.0, 0.0]], np.float32)
+    index = DenseIndex(vectors, ["A", "A", "B"], ["A", "B", "C"], empty=0.0)
+    best, soft = index.best_and_soft(np.array([[1.0, 0.0]], np.float32), tau=0.1)
+    assert np.allclose(best, index.best(np.array([[1.0, 0.0]], np.float32)))
+    assert soft[0].tolist() == pytest.approx([c + 0.1 * np.log(2), 1.0, 0.0], abs=1e-5)   # C has no text: 0
+
+
+def test_entry_high_and_character_ngrams():
+    from naics_pipeline.text.index import ENTRY_HIGH, Scorer
+
+    known = KnownTexts(["retail bakery", "bakery, retail", "shoe repair shop", "Shoe Repair"], ["A", "A", "B", "B"],
+                       np.array([0, 1, 0, 1], np.int8), np.eye(4, 2, dtype=np.float32))
+    scorer = Scorer(known, ["A", "B", "C"], np.array(["G", "G", "H"]),
+                    ("entry", "entry_high", "lexical", "lexical_char"))
+    queries = np.array([[1.0, 0.0], [0.6, 0.8]], np.float32)
+    cols = scorer.columns(queries, ["bakeries", "shoes repaired"], None)
+    assert np.allclose(cols["entry_high"], np.maximum(cols["entry"] - ENTRY_HIGH, 0))
+    assert cols["entry_high"][0].tolist() == pytest.approx([1 - ENTRY_HIGH, 0, 0])
+    assert cols["lexical"][0].max() == 0                         # no word in common with "bakery"
+    assert cols["lexical_char"][0].argmax() == 0 and cols["lexical_char"][1].argmax() == 1
+    assert cols["lexical_char"][:, 2].tolist() == [0, 0]         # C has no text
+
+
+def test_transform_pool_gives_the_rows_of_one_transform():
+    from naics_pipeline.text.retrieval import TransformPool, tfidf_vectorizer
+
+    texts = ["soybean farming", "corn farming", "custom software", "retail bakery", "shoe repair"] * 3
+    word = tfidf_vectorizer().fit(texts)
+    char = tfidf_vectorizer("char_wb", (3, 5)).fit(texts)
+    pool = TransformPool([word, char], workers=2)
+    got = pool.transform(texts[::-1])
+    for vectorizer, rows in zip((word, char), got):
+        assert (rows != vectorizer.transform(texts[::-1])).nnz == 0

@@ -16,7 +16,13 @@ Per (text, candidate code) features (FEATURES):
 - lexical: TF-IDF cosine to the code's nearest entry or title (word unigrams + bigrams);
 - lexical_description: TF-IDF cosine to the code's description (one TF-IDF, fitted on the entries, titles and
   descriptions, for both lexical features);
-- entry_group: the best `entry` cosine among the codes of the same 4-digit industry group.
+- entry_group: the best `entry` cosine among the codes of the same 4-digit industry group;
+- entry_high: max(entry - ENTRY_HIGH, 0), the part of a near-duplicate's cosine that one weight on
+  `entry` over-trusts (its fitted weight is negative);
+- entry_soft: 1 + tau log sum exp((cos - 1) / tau) over the code's kept entries (tau ENTRY_SOFT_TAU): a
+  code with several close entries above one with a single one;
+- lexical_char: TF-IDF cosine of character 3-5-grams (within words) to one document per code, its kept
+  entries and title joined: spelling variants and word forms ("bakeries", "baker") that word n-grams miss.
 `fit_index` fits the weights on two domains, weighted equally: the validation split of the index
 entries (data.entry_splits; the model that gives their geometry never saw them) and the `dev` half of
 the written descriptions (text.written; never in the index nor in any training). The entries are
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,20 +45,27 @@ from pathlib import Path
 import numpy as np
 
 from naics_pipeline.text.fusion import calibrated_scores, fit_conditional_logit, fit_temperature, log_softmax
-from naics_pipeline.text.retrieval import DenseIndex, LexicalIndex, tfidf_vectorizer
+from naics_pipeline.text.retrieval import DenseIndex, LexicalIndex, TransformPool, tfidf_vectorizer
 
 KINDS = ("entry", "title", "description", "cross_reference")
 FEATURES = ("geometry", "geometry_far", "entry", "title", "description", "lexical", "entry_group",
-            "lexical_description", "cross_reference")
+            "lexical_description", "cross_reference", "entry_high", "entry_soft", "lexical_char")
 # a cross-reference sent to a 4- or 5-digit code is a known text of its 6-digit codes, up to this many
 CROSS_REFERENCE_SPREAD = 5
 GEOMETRY_FEATURES = ("geometry", "geometry_far")
 # log-probability where the geometry is cut in two (e^-4: 1.8%): the out-of-fold NLL of the two-domain
 # fit over -2, -3, -4, -6, -8, -12 (CPU model) was lowest here
 GEOMETRY_NEAR = -4.0
+# entry_high's threshold and entry_soft's temperature: of 0.6 / 0.7 / 0.8 / 0.9 and 0.02 / 0.05 / 0.1,
+# the lowest out-of-fold NLL of the two-domain fit (CPU model; docs/text.md)
+ENTRY_HIGH = 0.8
+ENTRY_SOFT_TAU = 0.1
 INDEX_FILE = "entry_index.npz"
-FORMAT = 3          # 3: geometry in two features, lexical_description, the fit on the written descriptions
+FORMAT = 4          # 4: entry_high, entry_soft, lexical_char (3: geometry in two features, lexical_description)
 CROSSFIT_FOLDS = 5
+# a GPU batch of at least this many texts has its TF-IDF rows computed by this many worker processes
+PARALLEL_TRANSFORM_MIN = 2048
+PARALLEL_TRANSFORM_WORKERS = 8
 
 # (Q, D) encoded texts -> (Q, C) log-probabilities of the candidates under the stage's geometry
 Geometry = Callable[[np.ndarray], np.ndarray]
@@ -112,6 +126,19 @@ def known_texts(descriptions) -> tuple[list[str], list[str], np.ndarray]:
     return texts + xref_texts, codes + xref_codes, np.array(kinds + [3] * len(xref_texts), np.int8)
 
 
+# features computed from the `entry` kind's cosines
+ENTRY_DERIVED = {"entry_group", "entry_high", "entry_soft"}
+
+
+def code_documents(known: KnownTexts) -> dict[str, str]:
+    """One text per code: its kept entries and title (kinds 0 and 1) joined by ' ; ', for lexical_char."""
+    docs: dict[str, list[str]] = {}
+    for text, code, kind in zip(known.texts, known.codes, known.kinds):
+        if kind <= 1:
+            docs.setdefault(code, []).append(text)
+    return {code: " ; ".join(texts) for code, texts in docs.items()}
+
+
 class Scorer:
     """Features of texts against the candidate codes over one set of known texts."""
 
@@ -121,7 +148,7 @@ class Scorer:
         self.dense = {}
         for k, kind in enumerate(KINDS):
             rows = known.kinds == k
-            if (kind in features or (kind == "entry" and "entry_group" in features)) and rows.any():
+            if (kind in features or (kind == "entry" and ENTRY_DERIVED & set(features))) and rows.any():
                 # a code without a text of this kind scores 0
                 self.dense[kind] = DenseIndex(known.vectors[rows], [c for c, r in zip(known.codes, rows) if r],
                                               self.candidates, device, empty=0.0)
@@ -136,6 +163,11 @@ class Scorer:
                 setattr(self, name, LexicalIndex([t for t, r in zip(known.texts, rows) if r],
                                                  [c for c, r in zip(known.codes, rows) if r], self.candidates,
                                                  device=device, vectorizer=vectorizer))
+        self.lexical_char, self._pool = None, None
+        if "lexical_char" in features and (known.kinds <= 1).any():
+            docs = code_documents(known)
+            self.lexical_char = LexicalIndex(list(docs.values()), list(docs), self.candidates, analyzer="char_wb",
+                                             ngram_range=(3, 5), device=device)
         # candidates sorted by group, where each group starts: for the group max
         self._group_order = np.argsort(groups, kind="stable")
         g = groups[self._group_order]
@@ -148,23 +180,43 @@ class Scorer:
         index = self.lexical or self.lexical_description
         return index.queries(texts) if index is not None else None
 
+    def _queries_parallel(self, texts: list[str]):
+        """(word TF-IDF rows, character TF-IDF rows) of the texts, each None without its index; a large
+        batch on a GPU is transformed by a TransformPool (PARALLEL_TRANSFORM_MIN texts or more)."""
+        word = self.lexical or self.lexical_description
+        indexes = [i for i in (word, self.lexical_char) if i is not None]
+        workers = min(PARALLEL_TRANSFORM_WORKERS, (os.cpu_count() or 1) - 1)
+        if len(texts) < PARALLEL_TRANSFORM_MIN or workers < 2 or not indexes:
+            out = [i.queries(texts) for i in indexes]
+        else:
+            if self._pool is None:
+                self._pool = TransformPool([i.vectorizer for i in indexes], workers)
+            out = self._pool.transform(list(texts))
+        rows = dict(zip(map(id, indexes), out))
+        return rows.get(id(word)), rows.get(id(self.lexical_char))
+
     def group_max(self, x: np.ndarray) -> np.ndarray:
         best = np.maximum.reduceat(x[:, self._group_order], self._group_starts, axis=1)
         return best[:, self._group_of]
 
     def columns(self, vectors: np.ndarray, texts: list[str], geometry: np.ndarray | None) -> dict[str, np.ndarray]:
         """Each feature's (Q, C) matrix for texts (their vectors (Q, D)), with the geometry log-probs (Q, C)."""
-        cols, entry = {}, None
+        cols = {}
         for kind, index in self.dense.items():
-            cols[kind] = best = index.best(vectors)
-            if kind == "entry":
-                entry = best
+            if kind == "entry" and "entry_soft" in self.features:
+                cols[kind], cols["entry_soft"] = index.best_and_soft(vectors, ENTRY_SOFT_TAU)
+            else:
+                cols[kind] = index.best(vectors)
         if "entry_group" in self.features:
-            cols["entry_group"] = self.group_max(entry)
+            cols["entry_group"] = self.group_max(cols["entry"])
+        if "entry_high" in self.features:
+            cols["entry_high"] = np.maximum(cols["entry"] - ENTRY_HIGH, 0.0)
         queries = self._lexical_queries(texts)
         for name in ("lexical", "lexical_description"):
             if getattr(self, name) is not None:
                 cols[name] = getattr(self, name).best(texts, queries)
+        if self.lexical_char is not None:
+            cols["lexical_char"] = self.lexical_char.best(texts)
         if "geometry" in self.features:
             cols["geometry"] = np.maximum(geometry, GEOMETRY_NEAR)
         if "geometry_far" in self.features:
@@ -185,9 +237,15 @@ class Scorer:
         w = dict(zip(self.features, map(float, weights)))
         entry = None
         for kind, index in self.dense.items():
-            best = index.best_torch(vectors)
+            if kind == "entry" and "entry_soft" in w:
+                best, soft = index.best_torch(vectors, ENTRY_SOFT_TAU)
+                out += w["entry_soft"] * soft
+            else:
+                best = index.best_torch(vectors)
             if kind == "entry":
                 entry = best
+                if "entry_high" in w:
+                    out += w["entry_high"] * (best - ENTRY_HIGH).clamp(min=0.0)
             if kind in w:
                 out += w[kind] * best
         if "entry_group" in w:
@@ -196,10 +254,12 @@ class Scorer:
             g = torch.full((len(texts), len(self._group_starts)), -1.0, device=out.device)
             g.scatter_reduce_(1, self._group_of_t.expand(len(texts), -1), entry, reduce="amax", include_self=True)
             out += w["entry_group"] * g[:, self._group_of_t]
-        queries = self._lexical_queries(texts)
+        queries, char_queries = self._queries_parallel(texts)
         for name in ("lexical", "lexical_description"):
             if getattr(self, name) is not None:
                 out += w[name] * getattr(self, name).best_torch(texts, queries)
+        if self.lexical_char is not None and "lexical_char" in w:
+            out += w["lexical_char"] * self.lexical_char.best_torch(texts, char_queries)
         g = geometry.float()
         if "geometry" in w:
             out += w["geometry"] * g.clamp(min=GEOMETRY_NEAR)

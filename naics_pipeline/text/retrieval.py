@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+SOFT_FLOOR = 1e-30   # the smallest sum of exponentials soft_per_code takes the log of
+
 
 class CodeSegments:
     """Rows grouped by code: `codes` (C,) in the classifier's candidate order, `order` sorting the
@@ -45,6 +47,14 @@ class CodeSegments:
         out = torch.full((sims.shape[0], self.n), empty, dtype=sims.dtype, device=sims.device)
         out.scatter_reduce_(1, index.expand(sims.shape[0], -1), sims, reduce="amax", include_self=True)
         return out.float()
+
+    def soft_per_code(self, e: np.ndarray, tau: float) -> np.ndarray:
+        """(Q, N) exp((cos - 1) / tau) in the rows' sorted order -> (Q, C) 1 + tau log of their sum per
+        candidate (a candidate without rows: as if one row at cosine 0 and below)."""
+        total = np.full((e.shape[0], self.n), SOFT_FLOOR, np.float32)
+        if e.shape[1]:
+            total[:, self.has] = np.maximum(e if self.single else np.add.reduceat(e, self.starts, axis=1), SOFT_FLOOR)
+        return (1.0 + tau * np.log(total)).astype(np.float32)
 
     def max_per_code(self, sims: np.ndarray, empty: float) -> np.ndarray:
         """(Q, N) similarities in the rows' sorted order -> (Q, C) best per candidate."""
@@ -88,12 +98,31 @@ class DenseIndex:
             return self.segments.max_per_code(queries.astype(np.float32) @ self.vectors.T, self.empty)
         return self.best_torch(queries).cpu().numpy()
 
-    def best_torch(self, queries):
-        """best() on the index's device, (Q, C) float32 torch (not for device "cpu")."""
+    def best_and_soft(self, queries: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
+        """(best(), soft max per candidate: 1 + tau log sum exp((cos - 1) / tau) over its texts) from one
+        product. The soft max counts how many of a code's texts are close, not only the closest."""
+        import torch
+
+        sims = queries.astype(np.float32) @ self.vectors.T
+        best = self.segments.max_per_code(sims, self.empty)
+        e = torch.from_numpy(sims).sub_(1.0).mul_(1.0 / tau).exp_().numpy()    # torch: threaded, in place
+        return best, self.segments.soft_per_code(e, tau)
+
+    def best_torch(self, queries, soft_tau: float | None = None):
+        """best() on the index's device, (Q, C) float32 torch (not for device "cpu"); with `soft_tau`,
+        (best, soft) as best_and_soft."""
         import torch
 
         q = torch.as_tensor(queries, device=self.device).half()
-        return self.segments.max_per_code_torch(q @ self._vectors.T, self._index, self.empty)
+        sims = q @ self._vectors.T
+        best = self.segments.max_per_code_torch(sims, self._index, self.empty)
+        if soft_tau is None:
+            return best
+        if not hasattr(self, "_onehot"):     # (N, C) row -> candidate: the per-code sums as one matmul
+            self._onehot = torch.zeros((len(self._index), self.segments.n), dtype=torch.float32, device=self.device)
+            self._onehot[torch.arange(len(self._index), device=self.device), self._index] = 1.0
+        total = sims.float().sub_(1.0).mul_(1.0 / soft_tau).exp_() @ self._onehot
+        return best, 1.0 + soft_tau * total.clamp_(min=SOFT_FLOOR).log_()
 
 
 class LexicalIndex:
@@ -142,3 +171,37 @@ def tfidf_vectorizer(analyzer: str = "word", ngram_range: tuple[int, int] = (1, 
 
     return TfidfVectorizer(ngram_range=ngram_range, analyzer=analyzer, sublinear_tf=True, strip_accents="unicode",
                            dtype=np.float32)
+
+
+_WORKER_VECTORIZERS: list = []
+
+
+def _set_vectorizers(vectorizers) -> None:
+    _WORKER_VECTORIZERS[:] = vectorizers
+
+
+def _transform_all(texts: list[str]) -> list:
+    return [v.transform(texts) for v in _WORKER_VECTORIZERS]
+
+
+class TransformPool:
+    """The TF-IDF rows of a batch of queries under several fitted vectorizers, the batch split over
+    worker processes. For a GPU: there scikit-learn's transform (Python, one core) of a large batch
+    costs more than encoding it on the device; spawned workers (no fork of a CUDA process) each hold the
+    vectorizers and transform a slice."""
+
+    def __init__(self, vectorizers: list, workers: int):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.count, self.workers = len(vectorizers), workers
+        self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_set_vectorizers, initargs=(list(vectorizers),))
+
+    def transform(self, texts: list[str]) -> list:
+        """[(Q, V_i) CSR rows of the texts under vectorizer i] in the vectorizers' order."""
+        from scipy.sparse import vstack
+
+        bounds = np.linspace(0, len(texts), self.workers + 1).astype(int)
+        parts = list(self._pool.map(_transform_all, [texts[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]))
+        return [vstack([part[i] for part in parts]).tocsr() for i in range(self.count)]
