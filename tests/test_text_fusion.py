@@ -304,13 +304,41 @@ def test_entry_high_and_character_ngrams():
     assert cols["lexical_char"][:, 2].tolist() == [0, 0]         # C has no text
 
 
-def test_transform_pool_gives_the_rows_of_one_transform():
-    from naics_pipeline.text.retrieval import TransformPool, tfidf_vectorizer
 
-    texts = ["soybean farming", "corn farming", "custom software", "retail bakery", "shoe repair"] * 3
-    word = tfidf_vectorizer().fit(texts)
-    char = tfidf_vectorizer("char_wb", (3, 5)).fit(texts)
-    pool = TransformPool([word, char], workers=2)
-    got = pool.transform(texts[::-1])
-    for vectorizer, rows in zip((word, char), got):
-        assert (rows != vectorizer.transform(texts[::-1])).nnz == 0
+def test_query_rows_are_the_rows_each_lexical_index_computes():
+    from naics_pipeline.text.index import Scorer
+
+    known, cands = _random_known(n_codes=6, per_code=5)
+    scorer = Scorer(known, cands, np.array(["G"] * len(cands)), ("entry", "lexical", "lexical_char"))
+    texts = known.texts[:4] + ["something new"]
+    word, char = scorer.query_rows(texts)
+    assert (word != scorer.lexical.queries(texts)).nnz == 0
+    assert (char != scorer.lexical_char.queries(texts)).nnz == 0
+    assert np.allclose(scorer.lexical_char.best(texts, char), scorer.lexical_char.best(texts))
+
+
+def test_the_torch_scores_are_the_numpy_scores_feature_by_feature():
+    """scores_torch (the GPU path, here on torch's CPU device) against scores(), each feature alone, with
+    negative cosines, codes without a title and a code without any text."""
+    import torch
+
+    from naics_pipeline.text.index import FEATURES, Scorer
+
+    known, cands = _random_known(n_codes=6, per_code=4)
+    kinds = np.array([0, 0, 1, 2] * 6, np.int8)
+    kinds[4 * 2 + 2] = 0                       # C2 has no description
+    known = KnownTexts(known.texts, known.codes, kinds, known.vectors)
+    cands = cands + ["C9"]                     # a code without any known text
+    groups = np.array(["G1", "G1", "G2", "G2", "G3", "G3", "G3"])
+    rng = np.random.default_rng(5)
+    queries = rng.normal(size=(8, 16)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    texts = [f"C{i % 6} entry {i}" for i in range(8)]
+    geometry = np.log(rng.dirichlet(np.ones(len(cands)), size=8))
+    numpy_cols = Scorer(known, cands, groups, FEATURES).columns(queries, texts, geometry)
+    assert numpy_cols["entry"].min() < 0       # negative cosines are in play
+    scorer = Scorer(known, cands, groups, FEATURES, device="cpu:0")
+    for j, feature in enumerate(FEATURES):
+        w = np.eye(len(FEATURES))[j]
+        got = scorer.scores_torch(queries, texts, torch.as_tensor(geometry), w).numpy()
+        assert np.allclose(got, numpy_cols.get(feature, 0.0), atol=2e-3), feature

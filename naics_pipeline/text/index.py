@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from naics_pipeline.text.fusion import calibrated_scores, fit_conditional_logit, fit_temperature, log_softmax
-from naics_pipeline.text.retrieval import DenseIndex, LexicalIndex, TransformPool, tfidf_vectorizer
+from naics_pipeline.text.retrieval import DenseIndex, LexicalIndex, tfidf_vectorizer
 
 KINDS = ("entry", "title", "description", "cross_reference")
 FEATURES = ("geometry", "geometry_far", "entry", "title", "description", "lexical", "entry_group",
@@ -56,16 +55,14 @@ GEOMETRY_FEATURES = ("geometry", "geometry_far")
 # log-probability where the geometry is cut in two (e^-4: 1.8%): the out-of-fold NLL of the two-domain
 # fit over -2, -3, -4, -6, -8, -12 (CPU model) was lowest here
 GEOMETRY_NEAR = -4.0
-# entry_high's threshold and entry_soft's temperature: of 0.6 / 0.7 / 0.8 / 0.9 and 0.02 / 0.05 / 0.1,
-# the lowest out-of-fold NLL of the two-domain fit (CPU model; docs/text.md)
+# entry_high's threshold (0.8 against 0.7; a second cut at 0.6 or 0.9 added nothing) and entry_soft's
+# temperature (0.1 against 0.02 and 0.05): the lower out-of-fold NLL of the two-domain fit (CPU model;
+# docs/text.md)
 ENTRY_HIGH = 0.8
 ENTRY_SOFT_TAU = 0.1
 INDEX_FILE = "entry_index.npz"
 FORMAT = 4          # 4: entry_high, entry_soft, lexical_char (3: geometry in two features, lexical_description)
 CROSSFIT_FOLDS = 5
-# a GPU batch of at least this many texts has its TF-IDF rows computed by this many worker processes
-PARALLEL_TRANSFORM_MIN = 2048
-PARALLEL_TRANSFORM_WORKERS = 8
 
 # (Q, D) encoded texts -> (Q, C) log-probabilities of the candidates under the stage's geometry
 Geometry = Callable[[np.ndarray], np.ndarray]
@@ -163,7 +160,7 @@ class Scorer:
                 setattr(self, name, LexicalIndex([t for t, r in zip(known.texts, rows) if r],
                                                  [c for c, r in zip(known.codes, rows) if r], self.candidates,
                                                  device=device, vectorizer=vectorizer))
-        self.lexical_char, self._pool = None, None
+        self.lexical_char = None
         if "lexical_char" in features and (known.kinds <= 1).any():
             docs = code_documents(known)
             self.lexical_char = LexicalIndex(list(docs.values()), list(docs), self.candidates, analyzer="char_wb",
@@ -180,20 +177,10 @@ class Scorer:
         index = self.lexical or self.lexical_description
         return index.queries(texts) if index is not None else None
 
-    def _queries_parallel(self, texts: list[str]):
-        """(word TF-IDF rows, character TF-IDF rows) of the texts, each None without its index; a large
-        batch on a GPU is transformed by a TransformPool (PARALLEL_TRANSFORM_MIN texts or more)."""
-        word = self.lexical or self.lexical_description
-        indexes = [i for i in (word, self.lexical_char) if i is not None]
-        workers = min(PARALLEL_TRANSFORM_WORKERS, (os.cpu_count() or 1) - 1)
-        if len(texts) < PARALLEL_TRANSFORM_MIN or workers < 2 or not indexes:
-            out = [i.queries(texts) for i in indexes]
-        else:
-            if self._pool is None:
-                self._pool = TransformPool([i.vectorizer for i in indexes], workers)
-            out = self._pool.transform(list(texts))
-        rows = dict(zip(map(id, indexes), out))
-        return rows.get(id(word)), rows.get(id(self.lexical_char))
+    def query_rows(self, texts: list[str]) -> tuple:
+        """(word TF-IDF rows, character TF-IDF rows) of the texts (None without that index): the CPU
+        part of scores_torch, which a GPU caller can run in a thread while the texts are encoded."""
+        return self._lexical_queries(texts), (self.lexical_char.queries(texts) if self.lexical_char else None)
 
     def group_max(self, x: np.ndarray) -> np.ndarray:
         best = np.maximum.reduceat(x[:, self._group_order], self._group_starts, axis=1)
@@ -229,8 +216,9 @@ class Scorer:
         zero = np.zeros((len(texts), len(self.candidates)), np.float32)
         return np.stack([np.asarray(cols.get(f, zero), np.float32) for f in self.features], axis=-1)
 
-    def scores_torch(self, vectors: np.ndarray, texts: list[str], geometry, weights: np.ndarray):
-        """scores() on the GPU: (Q, C) float32 torch on the indexes' device; `geometry` a torch (Q, C)."""
+    def scores_torch(self, vectors: np.ndarray, texts: list[str], geometry, weights: np.ndarray, rows=None):
+        """scores() on the GPU: (Q, C) float32 torch on the indexes' device; `geometry` a torch (Q, C);
+        `rows` the texts' query_rows when already computed."""
         import torch
 
         out = torch.zeros((len(texts), len(self.candidates)), dtype=torch.float32, device=geometry.device)
@@ -254,7 +242,7 @@ class Scorer:
             g = torch.full((len(texts), len(self._group_starts)), -1.0, device=out.device)
             g.scatter_reduce_(1, self._group_of_t.expand(len(texts), -1), entry, reduce="amax", include_self=True)
             out += w["entry_group"] * g[:, self._group_of_t]
-        queries, char_queries = self._queries_parallel(texts)
+        queries, char_queries = rows if rows is not None else self.query_rows(texts)
         for name in ("lexical", "lexical_description"):
             if getattr(self, name) is not None:
                 out += w[name] * getattr(self, name).best_torch(texts, queries)

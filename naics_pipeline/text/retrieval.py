@@ -45,7 +45,8 @@ class CodeSegments:
         import torch
 
         out = torch.full((sims.shape[0], self.n), empty, dtype=sims.dtype, device=sims.device)
-        out.scatter_reduce_(1, index.expand(sims.shape[0], -1), sims, reduce="amax", include_self=True)
+        # include_self=False: a candidate with rows gets their max even below `empty`; one without keeps `empty`
+        out.scatter_reduce_(1, index.expand(sims.shape[0], -1), sims, reduce="amax", include_self=False)
         return out.float()
 
     def soft_per_code(self, e: np.ndarray, tau: float) -> np.ndarray:
@@ -172,36 +173,3 @@ def tfidf_vectorizer(analyzer: str = "word", ngram_range: tuple[int, int] = (1, 
     return TfidfVectorizer(ngram_range=ngram_range, analyzer=analyzer, sublinear_tf=True, strip_accents="unicode",
                            dtype=np.float32)
 
-
-_WORKER_VECTORIZERS: list = []
-
-
-def _set_vectorizers(vectorizers) -> None:
-    _WORKER_VECTORIZERS[:] = vectorizers
-
-
-def _transform_all(texts: list[str]) -> list:
-    return [v.transform(texts) for v in _WORKER_VECTORIZERS]
-
-
-class TransformPool:
-    """The TF-IDF rows of a batch of queries under several fitted vectorizers, the batch split over
-    worker processes. For a GPU: there scikit-learn's transform (Python, one core) of a large batch
-    costs more than encoding it on the device; spawned workers (no fork of a CUDA process) each hold the
-    vectorizers and transform a slice."""
-
-    def __init__(self, vectorizers: list, workers: int):
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        self.count, self.workers = len(vectorizers), workers
-        self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_set_vectorizers, initargs=(list(vectorizers),))
-
-    def transform(self, texts: list[str]) -> list:
-        """[(Q, V_i) CSR rows of the texts under vectorizer i] in the vectorizers' order."""
-        from scipy.sparse import vstack
-
-        bounds = np.linspace(0, len(texts), self.workers + 1).astype(int)
-        parts = list(self._pool.map(_transform_all, [texts[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]))
-        return [vstack([part[i] for part in parts]).tocsr() for i in range(self.count)]
