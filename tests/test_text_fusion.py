@@ -342,3 +342,15 @@ def test_the_torch_scores_are_the_numpy_scores_feature_by_feature():
         w = np.eye(len(FEATURES))[j]
         got = scorer.scores_torch(queries, texts, torch.as_tensor(geometry), w).numpy()
         assert np.allclose(got, numpy_cols.get(feature, 0.0), atol=2e-3), feature
+
+
+def test_word_cached_character_rows_are_scikit_learns():
+    from naics_pipeline.text.retrieval import WordCachedCharRows, tfidf_vectorizer
+
+    docs = ["Retail bakeries", "Shoe repair shops", "Café and crème brûlée makers", "soybean farming, field"]
+    vectorizer = tfidf_vectorizer("char_wb", (3, 5)).fit(docs)
+    rows = WordCachedCharRows(vectorizer, max_words=3)
+    texts = ["bakery retail", "CAFÉ", "", "   ", "shoe  repair, shoes!", "zzz unknown", "retail bakeries"] * 2
+    got, want = rows.transform(texts), vectorizer.transform(texts)
+    assert got.shape == want.shape and abs(got - want).max() < 1e-6
+    assert ((got != 0) != (want != 0)).nnz == 0
