@@ -37,7 +37,7 @@ def text_embeddings(context: dg.AssetExecutionContext, storage: StorageResource,
 
 def _entry_index_asset(final: Stage) -> dg.AssetsDefinition:
     @dg.asset(name="text_entry_index", deps=[final.name, "naics_descriptions", "text_embeddings"],
-              group_name="training", kinds={"numpy", "scikitlearn"}, owners=OWNERS, code_version="3")
+              group_name="training", kinds={"numpy", "scikitlearn"}, owners=OWNERS, code_version="4")
     def text_entry_index(context: dg.AssetExecutionContext, storage: StorageResource,
                          training: TrainingResource) -> dg.MaterializeResult:
         """What `classify` searches and how it fuses: every kept index entry, 6-digit title and description
