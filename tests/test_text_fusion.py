@@ -354,3 +354,16 @@ def test_word_cached_character_rows_are_scikit_learns():
     got, want = rows.transform(texts), vectorizer.transform(texts)
     assert got.shape == want.shape and abs(got - want).max() < 1e-6
     assert ((got != 0) != (want != 0)).nnz == 0
+
+
+def test_the_index_file_keeps_every_text_however_long_or_unusual(tmp_path):
+    known, cands = _random_known(n_codes=2, per_code=3)
+    texts = ["Café crème, brûlée", "", "x" * 5000, "line\nbreak; and, commas", "日本語", "a"]
+    index = EntryIndex(KnownTexts(texts, known.codes, known.kinds, known.vectors), ("entry",), np.ones(1))
+    index.save(tmp_path / "entry_index.npz")
+    back = EntryIndex.load(tmp_path / "entry_index.npz")
+    assert back.known.texts == texts and back.known.codes == known.codes
+    assert (tmp_path / "entry_index.npz").stat().st_size < 5000 * 4     # not padded to the longest text
+    with pytest.raises(ValueError, match="separator"):
+        EntryIndex(KnownTexts(["a\x1fb"] + texts[1:], known.codes, known.kinds, known.vectors), ("entry",),
+                   np.ones(1)).save(tmp_path / "bad.npz")

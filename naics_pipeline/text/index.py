@@ -298,7 +298,7 @@ class EntryIndex:
 
         with atomic_path(Path(path)) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, texts=np.array(self.known.texts, dtype=str), codes=np.array(self.known.codes, dtype=str),
+                np.savez(f, texts=_pack_texts(self.known.texts), codes=np.array(self.known.codes, dtype=str),
                          kinds=self.known.kinds, vectors=self.known.vectors.astype(np.float16),
                          features=np.array(self.features, dtype=str), weights=self.weights,
                          temperature=np.asarray(self.temperature, np.float64),
@@ -311,8 +311,24 @@ class EntryIndex:
         if meta.get("format") != FORMAT:
             raise ValueError(f"{path} is entry index format {meta.get('format')}, this code reads {FORMAT}: "
                              "rematerialize text_entry_index")
-        known = KnownTexts(z["texts"].tolist(), z["codes"].tolist(), z["kinds"], z["vectors"].astype(np.float32))
+        codes = z["codes"].tolist()
+        known = KnownTexts(_unpack_texts(z["texts"], len(codes)), codes, z["kinds"], z["vectors"].astype(np.float32))
         return cls(known, tuple(z["features"].tolist()), z["weights"], meta, z["temperature"])
+
+
+TEXT_SEPARATOR = "\x1f"
+
+
+def _pack_texts(texts: list[str]) -> np.ndarray:
+    """The texts as UTF-8 bytes joined by TEXT_SEPARATOR: a numpy str array pads every row to the longest
+    (the descriptions), which made the index 148 MB."""
+    if any(TEXT_SEPARATOR in t for t in texts):
+        raise ValueError("a known text contains the separator \\x1f")
+    return np.frombuffer(TEXT_SEPARATOR.join(texts).encode(), np.uint8)
+
+
+def _unpack_texts(packed: np.ndarray, count: int) -> list[str]:
+    return packed.tobytes().decode().split(TEXT_SEPARATOR) if count else []
 
 
 def validation_folds(known: KnownTexts, validation: np.ndarray, folds: int = CROSSFIT_FOLDS) -> np.ndarray:
