@@ -21,8 +21,8 @@ Per (text, candidate code) features (FEATURES):
   `entry` over-trusts (its fitted weight is negative);
 - entry_soft: 1 + tau log sum exp((cos - 1) / tau) over the code's kept entries (tau ENTRY_SOFT_TAU): a
   code with several close entries above one with a single one;
-- lexical_char: TF-IDF cosine of character 3-5-grams (within words) to one document per code, its kept
-  entries and title joined: spelling variants and word forms ("bakeries", "baker") that word n-grams miss.
+- lexical_char: TF-IDF cosine of character 3-5-grams (within words) to one document per code, all its
+  known texts joined: spelling variants and word forms ("bakeries", "baker") that word n-grams miss.
 `fit_index` fits the weights on two domains, weighted equally: the validation split of the index
 entries (data.entry_splits; the model that gives their geometry never saw them) and the `dev` half of
 the written descriptions (text.written; never in the index nor in any training). The entries are
@@ -128,11 +128,11 @@ ENTRY_DERIVED = {"entry_group", "entry_high", "entry_soft"}
 
 
 def code_documents(known: KnownTexts) -> dict[str, str]:
-    """One text per code: its kept entries and title (kinds 0 and 1) joined by ' ; ', for lexical_char."""
+    """One text per code: all its known texts (entries, title, description, cross-references) joined by
+    ' ; ', for lexical_char."""
     docs: dict[str, list[str]] = {}
-    for text, code, kind in zip(known.texts, known.codes, known.kinds):
-        if kind <= 1:
-            docs.setdefault(code, []).append(text)
+    for text, code in zip(known.texts, known.codes):
+        docs.setdefault(code, []).append(text)
     return {code: " ; ".join(texts) for code, texts in docs.items()}
 
 
@@ -161,7 +161,7 @@ class Scorer:
                                                  [c for c, r in zip(known.codes, rows) if r], self.candidates,
                                                  device=device, vectorizer=vectorizer))
         self.lexical_char = None
-        if "lexical_char" in features and (known.kinds <= 1).any():
+        if "lexical_char" in features and len(known.texts):
             docs = code_documents(known)
             self.lexical_char = LexicalIndex(list(docs.values()), list(docs), self.candidates, analyzer="char_wb",
                                              ngram_range=(3, 5), device=device)
