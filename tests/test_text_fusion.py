@@ -367,3 +367,11 @@ def test_the_index_file_keeps_every_text_however_long_or_unusual(tmp_path):
     with pytest.raises(ValueError, match="separator"):
         EntryIndex(KnownTexts(["a\x1fb"] + texts[1:], known.codes, known.kinds, known.vectors), ("entry",),
                    np.ones(1)).save(tmp_path / "bad.npz")
+
+
+def test_soft_max_leaves_the_best_cosines_alone_when_each_code_has_one_text():
+    vectors = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]], np.float32)
+    index = DenseIndex(vectors, ["A", "B", "C"], ["A", "B", "C"], empty=0.0)
+    query = np.array([[0.8, 0.6]], np.float32)
+    best, soft = index.best_and_soft(query, tau=0.1)
+    assert np.allclose(best, index.best(query)) and np.allclose(soft, best, atol=1e-5)   # one text: soft = cosine

@@ -106,7 +106,8 @@ class DenseIndex:
 
         sims = queries.astype(np.float32) @ self.vectors.T
         best = self.segments.max_per_code(sims, self.empty)
-        e = torch.from_numpy(sims).sub_(1.0).mul_(1.0 / tau).exp_().numpy()    # torch: threaded, in place
+        # torch: threaded; not in place, since `best` may be `sims` itself (one text per code)
+        e = torch.from_numpy(sims).sub(1.0).mul_(1.0 / tau).exp_().numpy()
         return best, self.segments.soft_per_code(e, tau)
 
     def best_torch(self, queries, soft_tau: float | None = None):
