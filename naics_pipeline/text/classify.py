@@ -126,7 +126,6 @@ class TextClassifier:
         self.levels = LevelMap(six.tolist(), {4: dict(zip(six, table.industry_group[self.six])),
                                               2: dict(zip(six, table.sector[self.six]))})
         self._scorer = None
-        self._rows_thread = None
 
     @classmethod
     def load(cls, root: Path, stage: str | None = None, device: str = "cpu",
@@ -224,14 +223,6 @@ class TextClassifier:
         back_off's list or None) for texts. On a GPU the fusion, softmax, top-k and level sums stay there."""
         from naics_pipeline.text.calibration import LEVELS, back_off, choose_level
 
-        rows = None
-        if self.device != "cpu" and self.index is not None:
-            # the queries' TF-IDF rows (scikit-learn, CPU) in a thread while the GPU encodes them
-            if self._rows_thread is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                self._rows_thread = ThreadPoolExecutor(1, thread_name_prefix="tfidf")
-            rows = self._rows_thread.submit(self.scorer().query_rows, list(texts))
         vectors = self.encode(texts)
         k = min(k, len(self.six))
         if self.device == "cpu" or self.index is None:
@@ -250,8 +241,7 @@ class TextClassifier:
         q = torch.as_tensor(self.points_of(vectors, 6), device=self.device)
         dist = pairwise_distance(q, self._six_points_t, c=self.curvature)
         geometry = torch.log_softmax(-dist / self.temperature, dim=1)
-        scores = self.index.calibrate(self.scorer().scores_torch(vectors, list(texts), geometry, self.index.weights,
-                                                                 rows.result()))
+        scores = self.index.calibrate(self.scorer().scores_torch(vectors, list(texts), geometry, self.index.weights))
         p = torch.softmax(scores, dim=1)
         score, top = p.topk(k, dim=1)
         chosen = None

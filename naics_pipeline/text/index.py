@@ -178,8 +178,7 @@ class Scorer:
         return index.queries(texts) if index is not None else None
 
     def query_rows(self, texts: list[str]) -> tuple:
-        """(word TF-IDF rows, character TF-IDF rows) of the texts (None without that index): the CPU
-        part of scores_torch, which a GPU caller can run in a thread while the texts are encoded."""
+        """(word TF-IDF rows, character TF-IDF rows) of the texts (None without that index)."""
         return self._lexical_queries(texts), (self.lexical_char.queries(texts) if self.lexical_char else None)
 
     def group_max(self, x: np.ndarray) -> np.ndarray:
@@ -216,9 +215,8 @@ class Scorer:
         zero = np.zeros((len(texts), len(self.candidates)), np.float32)
         return np.stack([np.asarray(cols.get(f, zero), np.float32) for f in self.features], axis=-1)
 
-    def scores_torch(self, vectors: np.ndarray, texts: list[str], geometry, weights: np.ndarray, rows=None):
-        """scores() on the GPU: (Q, C) float32 torch on the indexes' device; `geometry` a torch (Q, C);
-        `rows` the texts' query_rows when already computed."""
+    def scores_torch(self, vectors: np.ndarray, texts: list[str], geometry, weights: np.ndarray):
+        """scores() on the GPU: (Q, C) float32 torch on the indexes' device; `geometry` a torch (Q, C)."""
         import torch
 
         out = torch.zeros((len(texts), len(self.candidates)), dtype=torch.float32, device=geometry.device)
@@ -242,7 +240,7 @@ class Scorer:
             g = torch.full((len(texts), len(self._group_starts)), -1.0, device=out.device)
             g.scatter_reduce_(1, self._group_of_t.expand(len(texts), -1), entry, reduce="amax", include_self=True)
             out += w["entry_group"] * g[:, self._group_of_t]
-        queries, char_queries = rows if rows is not None else self.query_rows(texts)
+        queries, char_queries = self.query_rows(texts)
         for name in ("lexical", "lexical_description"):
             if getattr(self, name) is not None:
                 out += w[name] * getattr(self, name).best_torch(texts, queries)

@@ -88,6 +88,7 @@ class DenseIndex:
         self.vectors = np.ascontiguousarray(vectors[self.segments.order], dtype=np.float32)
         self.empty = empty
         self.device = device
+        self._onehot = None      # (N, C) row -> candidate on the device, for the soft max's sums
         if device != "cpu":
             import torch
 
@@ -120,7 +121,7 @@ class DenseIndex:
         best = self.segments.max_per_code_torch(sims, self._index, self.empty)
         if soft_tau is None:
             return best
-        if not hasattr(self, "_onehot"):     # (N, C) row -> candidate: the per-code sums as one matmul
+        if self._onehot is None:             # the per-code sums as one matmul
             self._onehot = torch.zeros((len(self._index), self.segments.n), dtype=torch.float32, device=self.device)
             self._onehot[torch.arange(len(self._index), device=self.device), self._index] = 1.0
         total = sims.float().sub_(1.0).mul_(1.0 / soft_tau).exp_() @ self._onehot
@@ -140,7 +141,7 @@ class LexicalIndex:
         self.vectorizer = vectorizer
         self._char_rows = (WordCachedCharRows(vectorizer) if vectorizer.analyzer == "char_wb" and vectorizer.use_idf
                            and vectorizer.sublinear_tf and vectorizer.norm == "l2" else None)
-        self.matrix_t = vectorizer.transform(texts)[self.segments.order].T.tocsr()
+        self.matrix_t = self.queries(texts)[self.segments.order].T.tocsr()
         self.device = device
         if device != "cpu":
             import torch
