@@ -44,3 +44,18 @@ def test_bench_text_scores_held_out_and_the_written_test_half(store, tmp_path):
             if r.get(key) is not None:
                 assert 0.0 <= r[key] <= 1.0 and r.get("top5_6digit", 1.0) >= r.get("top1_6digit", 0.0)
     assert "| TF-IDF nearest training entry | written test | 4 |" in done.stdout     # the printed table
+
+
+def test_profile_classify_times_every_part_and_the_torch_scores_match_numpy(store, tmp_path):
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "profile_classify.py"), "--root", str(store.root),
+                           "--batch", "64"], capture_output=True, text=True, cwd=REPO,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    parts = dict(line.strip("|").split("|")[:2] for line in done.stdout.splitlines()
+                 if line.startswith("| ") and not line.startswith("| part"))
+    assert {"encode", "character TF-IDF transform", "fused scores (scores_torch)", "classify"} <= {
+        k.strip() for k in parts}
+    assert all(float(v) >= 0 for v in parts.values())
+    last = done.stdout.strip().splitlines()[-1]
+    gap = float(last.split("largest difference ")[1].split(",")[0])
+    assert gap < 0.05 and last.endswith("same top code 1.000"), last
