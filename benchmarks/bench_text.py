@@ -141,21 +141,24 @@ def model_parts(clf, desc, entries: list[str], codes: list[str], written=None) -
     return rows, reports
 
 
-def throughput(clf, texts: list[str], batch_size: int) -> dict:
+def throughput(clf, texts: list[str], batch_size: int, pairs: int = 5) -> dict:
     """texts/s of the encoder's bare encoding and of classify (encode + geometry + retrieval + fusion
-    + top-k + back-off) over the same texts, best of two runs each after a warm-up."""
+    + top-k + back-off) over the same texts, after a warm-up: `pairs` runs of each, one right after the
+    other, so that a shared host's load moves both sides of each pair's ratio alike. Best rate of each,
+    and the median and range of the pairs' ratios."""
     clf.classify(texts[:64], 5, 0.95, batch_size=batch_size)
     runs = {"encode": lambda: [clf.encode(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)],
             "classify": lambda: clf.classify(texts, 5, 0.95, batch_size=batch_size)}
-    out = {}
-    for name, run in runs.items():
-        best = float("inf")
-        for _ in range(2):
+    seconds = {name: [] for name in runs}
+    for _ in range(pairs):
+        for name, run in runs.items():
             t0 = time.perf_counter()
             run()
-            best = min(best, time.perf_counter() - t0)
-        out[name] = len(texts) / best
-    return out
+            seconds[name].append(time.perf_counter() - t0)
+    ratios = np.array(seconds["classify"]) / np.array(seconds["encode"])
+    return {"encode": len(texts) / min(seconds["encode"]), "classify": len(texts) / min(seconds["classify"]),
+            "ratio_median": float(np.median(ratios)), "ratio_min": float(ratios.min()),
+            "ratio_max": float(ratios.max()), "pairs": pairs}
 
 
 class DiskCached:
@@ -354,7 +357,8 @@ def main() -> None:
               f"{batch} a batch, device "
               f"{args.device}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}: encoder alone "
               f"{speed['encode']:,.0f} texts/s, classify {speed['classify']:,.0f} texts/s "
-              f"(classify costs {speed['encode'] / speed['classify']:.2f}x the bare encoding)")
+              f"(classify costs {speed['ratio_median']:.2f}x the bare encoding, median of {speed['pairs']} "
+              f"back-to-back pairs; range {speed['ratio_min']:.2f}-{speed['ratio_max']:.2f})")
     if args.out:
         Path(args.out).write_text(json.dumps({"rows": rows, "skipped": skipped, "calibration": reports,
                                               "throughput": speed}, indent=2, default=float))
