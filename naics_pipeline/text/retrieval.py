@@ -166,7 +166,8 @@ class LexicalIndex:
         q = (self.queries(texts) if queries is None else queries).tocsr()
         sparse = torch.sparse_csr_tensor(torch.as_tensor(q.indptr, dtype=torch.int64),
                                          torch.as_tensor(q.indices, dtype=torch.int64),
-                                         torch.as_tensor(q.data, dtype=torch.float32), size=q.shape).to(self.device)
+                                         torch.as_tensor(q.data, dtype=torch.float32), size=q.shape,
+                                         check_invariants=False).to(self.device)   # scipy's CSR already holds them
         return self.segments.max_per_code_torch(torch.sparse.mm(sparse, self._dense_t), self._index, 0.0)
 
 
