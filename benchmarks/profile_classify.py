@@ -46,11 +46,10 @@ def torch_device(device: str) -> str:
     return "cpu:0" if device == "cpu" else device
 
 
-def torch_scorer(clf, device: str):
-    """The entry index's scorer on the torch device of `device`."""
-    cands = clf.table.codes[clf.six].tolist()
+def scorer_on(clf, device: str):
+    """The entry index's scorer on `device` ("cpu": numpy), built once per device by the index."""
     groups = np.asarray(clf.table.industry_group[clf.six], dtype=str)
-    return clf.index.scorer(cands, groups, torch_device(device))
+    return clf.index.scorer(clf.table.codes[clf.six].tolist(), groups, device)
 
 
 def profile(clf, texts: list[str], device: str) -> list[tuple[str, float]]:
@@ -58,7 +57,7 @@ def profile(clf, texts: list[str], device: str) -> list[tuple[str, float]]:
 
     from naics_pipeline.text.index import ENTRY_SOFT_TAU
 
-    timed, sc = timer(device), torch_scorer(clf, device)
+    timed, sc = timer(device), scorer_on(clf, torch_device(device))
     vectors = clf.encode(texts)
     rows = [("encode", timed(lambda: clf.encode(texts)))]
     rows += [(f"dense {kind}", timed(lambda idx=idx: idx.best_torch(vectors))) for kind, idx in sc.dense.items()]
@@ -80,14 +79,12 @@ def parity(clf, texts: list[str], device: str) -> tuple[float, float]:
     """(largest |numpy - torch| fused score, share of texts with the same top code) over `texts`."""
     import torch
 
-    cands = clf.table.codes[clf.six].tolist()
-    groups = np.asarray(clf.table.industry_group[clf.six], dtype=str)
     vectors = clf.encode(texts)
     geometry = clf.geometry(vectors)
-    a = clf.index.scorer(cands, groups, "cpu").scores(vectors, texts, geometry, clf.index.weights)
-    sc = torch_scorer(clf, device)
-    b = sc.scores_torch(vectors, texts, torch.as_tensor(geometry, device=torch_device(device)),
-                        clf.index.weights).cpu().numpy()
+    on = torch_device(device)
+    a = scorer_on(clf, "cpu").scores(vectors, texts, geometry, clf.index.weights)
+    b = scorer_on(clf, on).scores_torch(vectors, texts, torch.as_tensor(geometry, device=on),
+                                        clf.index.weights).cpu().numpy()
     return float(np.abs(a - b).max()), float((a.argmax(1) == b.argmax(1)).mean())
 
 

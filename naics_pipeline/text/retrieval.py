@@ -179,7 +179,6 @@ def tfidf_vectorizer(analyzer: str = "word", ngram_range: tuple[int, int] = (1, 
                            dtype=np.float32)
 
 
-
 class WordCachedCharRows:
     """The rows a fitted character TF-IDF (analyzer "char_wb", sublinear tf, l2 norm) gives texts, built
     from each word's n-gram counts, cached: char_wb n-grams never cross a word, so a text's counts are
@@ -187,7 +186,7 @@ class WordCachedCharRows:
     instead of scikit-learn's Python loop over every n-gram (its transform set the GPU rate)."""
 
     def __init__(self, vectorizer, max_words: int = 200_000):
-        self.vectorizer, self.max_words = vectorizer, max_words
+        self.max_words = max_words
         self._pre, self._analyze = vectorizer.build_preprocessor(), vectorizer.build_analyzer()
         self._vocabulary = vectorizer.vocabulary_
         self._idf = vectorizer.idf_.astype(np.float32)
