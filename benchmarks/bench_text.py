@@ -322,8 +322,11 @@ def main() -> None:
 
             hierarchy = args.hierarchy_stage or last_hierarchy_stage(layout, clf.stage)
             encoder = bl.CachedEncoder(frozen or clf.encoder, batch_size=1024 if gpu else 128)
-            refit = FoldRefit(layout.root, hierarchy, encoder, features=clf.index.features)
-            print(f"2-fold CV: model, refitted per fold over {hierarchy}'s code points", file=sys.stderr)
+            # a stage that fine-tuned its encoder is refitted the same way: MiniLM fine-tuned per fold
+            fine_tune = (lambda: make_encoder(clf.encoder.name, args.device)) if clf.fine_tuned else None
+            refit = FoldRefit(layout.root, hierarchy, encoder, features=clf.index.features, fine_tune=fine_tune)
+            print(f"2-fold CV: model, refitted per fold over {hierarchy}'s code points"
+                  f"{', MiniLM fine-tuned per fold' if fine_tune else ''}", file=sys.stderr)
             t0 = time.perf_counter()
             res = cross_validate_model(refit, cv_texts, cv_codes, desc)
             reports["2-fold CV"] = res["calibration"]

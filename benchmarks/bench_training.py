@@ -54,6 +54,22 @@ def embed(root: Path, encoder: str) -> None:
           f"{time.perf_counter() - t:.1f} s")
 
 
+def text_options(pairs: list[str]) -> dict:
+    """FIELD=VALUE strings -> TextConfig overrides, each value cast to the field's default's type."""
+    from dataclasses import fields
+
+    from naics_pipeline.training.text_alignment import TextConfig
+
+    types = {f.name: type(f.default) for f in fields(TextConfig)}
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or name not in types:
+            raise SystemExit(f"--text-option {pair!r}: expected FIELD=VALUE with FIELD one of {', '.join(types)}")
+        out[name] = value.lower() in ("1", "true", "yes") if types[name] is bool else types[name](value)
+    return out
+
+
 def arguments() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", required=False)
@@ -75,6 +91,8 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--exclusion-margin", type=float, default=default_of("NAICS_EXCLUSION_MARGIN"))
     ap.add_argument("--eager", action="store_true", help="no CUDA graphs (NAICS_CUDA_GRAPHS=0)")
     ap.add_argument("--text-encoder", default=None, help="text stages: frozen, finetune or auto")
+    ap.add_argument("--text-option", action="append", default=[], metavar="FIELD=VALUE",
+                    help="text stages: override a TextConfig field (repeatable), e.g. cosine_weight=0.5")
     ap.add_argument("--stages", default=None, help="comma-separated stage names to train (default: all)")
     ap.add_argument("--curriculum", default=None, help="train the (first) selected stage on this curriculum")
     ap.add_argument("--init-from", default=None, help="model.pt the first trained stage starts from")
@@ -129,7 +147,8 @@ def main() -> None:
                            radius_by_level=not args.no_radius_by_level)
         text = None
         if stage.text is not None:
-            text = TextConfig(**{**stage.text, **({"encoder": args.text_encoder} if args.text_encoder else {})})
+            text = TextConfig(**{**stage.text, **({"encoder": args.text_encoder} if args.text_encoder else {}),
+                                 **text_options(args.text_option)})
         if text is not None and args.text_folds:
             rows += cross_validate(stage, layout, out, emb, desc, mcfg, cfg, prev, text, Path(args.text_folds))
             continue

@@ -4,7 +4,8 @@
 
 Loads the root's last stage with its entry index (rebuilt here when the stage has none, as
 text_entry_index builds it), then times each part of one batch of held-out entries (repeated up to
---batch): the encoding, each dense product, the two TF-IDF transforms of the queries, the three TF-IDF
+--batch): the encoding, the encoding of one (text, title) pair per text (the least a cross-encoder
+reranker pays per candidate), each dense product, the two TF-IDF transforms of the queries, the three TF-IDF
 products, the fused scores and the whole classify. Best of three after a warm-up, synchronized on a GPU.
 Ends with the largest difference between the device's fused scores and the numpy ones over 300 texts.
 Prints a table."""
@@ -60,6 +61,11 @@ def profile(clf, texts: list[str], device: str) -> list[tuple[str, float]]:
     timed, sc = timer(device), scorer_on(clf, torch_device(device))
     vectors = clf.encode(texts)
     rows = [("encode", timed(lambda: clf.encode(texts)))]
+    # what one cross-encoder pass over (text, candidate title) would cost at least: the same encoder over
+    # each text joined to a title, one pair per text (a reranker of the top k pays k of these)
+    titles = clf.table.titles[clf.six]
+    pairs = [f"{t} [SEP] {titles[i % len(titles)]}" for i, t in enumerate(texts)]
+    rows.append(("encode text + title pairs (one per text)", timed(lambda: clf.encode(pairs))))
     rows += [(f"dense {kind}", timed(lambda idx=idx: idx.best_torch(vectors))) for kind, idx in sc.dense.items()]
     rows.append(("dense entry + entry_soft", timed(lambda: sc.dense["entry"].best_torch(vectors, ENTRY_SOFT_TAU))))
     rows.append(("word TF-IDF transform", timed(lambda: sc.lexical.queries(texts))))

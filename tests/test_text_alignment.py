@@ -69,3 +69,28 @@ def test_a_stage_text_mapping_is_validated(tmp_path):
     (tmp_path / "stages.yaml").write_text("stages:\n  - {curriculum: a, epochs: 1, text: {tau: 1}}\n")
     with pytest.raises(CurriculumError, match=r"'stages\[0\].text.tau': unknown key"):
         load_plan(tmp_path)
+
+
+def test_fine_tune_query_head_trains_encoder_and_head_towards_the_texts_codes():
+    """The GPU refit of a cross-validation fold, on the CPU: MiniLM's weights move and the head's nearest
+    leaf is the text's own more often than chance (and than the untrained head)."""
+    from naics_pipeline.encoders import make_encoder
+    from naics_pipeline.training import lorentz
+    from naics_pipeline.training.text_alignment import TextConfig, fine_tune_query_head
+
+    texts = ["dairy cattle and milk production", "soybean farming", "custom computer programming",
+             "software publishing", "retail bakery", "full-service restaurant"]
+    leaf = np.arange(len(texts))
+    g = torch.Generator().manual_seed(0)
+    directions = torch.nn.functional.normalize(torch.randn(len(texts), 8, generator=g, dtype=torch.float64), dim=1)
+    points = lorentz.expmap0(directions * 2.0, c=1.0).numpy()      # on the shell of radius 2, as the leaves are
+    encoder = make_encoder("minilm", "cpu")
+    before = {k: v.clone() for k, v in encoder.model.state_dict().items()}
+    cfg = TextConfig(encoder="finetune", hidden_dim=32, max_tokens=16, cosine_weight=0.5)
+    head = fine_tune_query_head(texts, leaf, points, radius=2.0, c=1.0, encoder=encoder, cfg=cfg,
+                                epochs=8, batch_size=6, lr=1e-2)
+    assert any(not torch.equal(v, before[k]) for k, v in encoder.model.state_dict().items())
+    with torch.no_grad():
+        q = head(torch.as_tensor(encoder.encode(texts)), torch.tensor([2.0], dtype=torch.float64), c=1.0).numpy()
+    nearest = lorentz.pairwise_distance(q, points, c=1.0).argmin(1)
+    assert (nearest == leaf).mean() >= 5 / 6

@@ -12,7 +12,9 @@ Per fold, from the fold's training texts alone:
   fitted on the validation part (cross-fitted: each validation fold scored against the known texts
   without that fold) and the written descriptions' dev half (text.written), with the per-text
   temperature, then the index completed with it.
-Not refitted per fold: the code model's weights (stages 1-3). They were trained with the examples
+With `fine_tune` (the GPU, where the text stage fine-tunes MiniLM): the encoder is fine-tuned with the head
+on the same texts (training.text_alignment.fine_tune_query_head), and every text of the fold is encoded by
+it. Not refitted per fold: the code model's weights (stages 1-3). They were trained with the examples
 channel filled, which is the only route by which a test text of the fold touched them."""
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ class FoldRefit:
     """`fit(train_texts, train_codes) -> predict(texts, k)` for baselines.cross_validate; the fitted
     parts of the last fit in `last` (probabilities of the test texts for the calibration report)."""
 
-    def __init__(self, root: Path, hierarchy_stage: str, encode, features=None):
+    def __init__(self, root: Path, hierarchy_stage: str, encode, features=None, fine_tune=None):
         import torch
 
         from naics_pipeline.encoders import TextEmbeddings
@@ -50,6 +52,7 @@ class FoldRefit:
         with torch.no_grad():
             self.radius = float(model.level_radius(torch.tensor([6]))[0])
         self.encode = encode
+        self.fine_tune = fine_tune   # () -> a fresh frozen MiniLMEncoder on the device, fine-tuned per fold
         self.features = tuple(features or FEATURES)
         self.candidates = self.table.codes[self.six].tolist()
         self.groups = np.asarray(self.table.industry_group[self.six], dtype=str)
@@ -79,29 +82,37 @@ class FoldRefit:
 
     def __call__(self, train_texts: list[str], train_codes: list[str]):
         from naics_pipeline.data.entry_splits import validation_mask
-        from naics_pipeline.text.index import KnownTexts, fit_index
-        from naics_pipeline.training.text_alignment import fit_query_head
+        from naics_pipeline.text.index import KnownTexts, fit_index, written_fit_texts
+        from naics_pipeline.training.text_alignment import fine_tune_query_head, fit_query_head
 
         pos = {c: i for i, c in enumerate(self.candidates)}
         code_texts, code_codes, code_kinds = self.code_texts
         texts, codes = list(train_texts) + code_texts, list(train_codes) + code_codes
         kinds = np.concatenate([np.zeros(len(train_texts), np.int8), code_kinds])
-        vectors = self.encode(texts)
         val = np.zeros(len(texts), bool)
         val[:len(train_texts)] = validation_mask(list(train_texts), list(train_codes))
         head_rows = (kinds <= 1) & ~val
-        head = fit_query_head(vectors[head_rows], np.array([pos[c] for c, r in zip(codes, head_rows) if r]),
-                              self.leaf_points, self.radius, self.curvature)
+        leaf = np.array([pos[c] for c, r in zip(codes, head_rows) if r])
+        encode, written = self.encode, self.written
+        if self.fine_tune is None:
+            vectors = encode(texts)
+            head = fit_query_head(vectors[head_rows], leaf, self.leaf_points, self.radius, self.curvature)
+        else:
+            encoder = self.fine_tune()
+            head = fine_tune_query_head([t for t, r in zip(texts, head_rows) if r], leaf, self.leaf_points,
+                                        self.radius, self.curvature, encoder)
+            encode = lambda t: encoder.encode(list(t), batch_size=4096)  # noqa: E731
+            vectors, written = encode(texts), written_fit_texts(encode, self.candidates)
         geometry = self.geometry_of(head)
         index = fit_index(KnownTexts(texts, codes, kinds, vectors), val, geometry, self.candidates, self.groups,
-                          self.features, written=self.written)
+                          self.features, written=written)
         scorer = index.scorer(self.candidates, self.groups)
         cands = np.array(self.candidates, dtype=object)
         self.last = {"index": index}
         self.weights_seen.append(dict(zip(index.features, np.round(index.weights, 2).tolist())))
 
         def predict(qtexts: list[str], k: int) -> np.ndarray:
-            qv = self.encode(list(qtexts))
+            qv = encode(list(qtexts))
             p = index.probabilities(scorer(qv, list(qtexts), geometry(qv)))
             self.last["probabilities"] = p
             return cands[np.argsort(-p, 1)[:, :k]]

@@ -80,6 +80,11 @@ class TextConfig:
     # True: the codes also move towards their texts (measured on an H200: 6-digit top-1 0.781 against
     # 0.713 with them fixed, NDCG@10 0.949 against 0.962); False: the text terms see the codes detached.
     move_codes: bool = True
+    # > 0 (a fine-tuned encoder only): cross-entropy of the sentence embeddings' cosine to one learned proxy
+    # per 6-digit code (initialised at the code's title vector), so that a code's texts gather in the
+    # cosine space that the entry index searches (text.index), not only behind the query head.
+    cosine_weight: float = 0.0
+    cosine_temperature: float = 0.05
 
 
 @dataclass
@@ -197,6 +202,9 @@ class TextAlignmentModule(NaicsContrastive):
         self.head = QueryHead(self.cfg.text_dim, self.text_cfg.hidden_dim, self.cfg.embedding_dim)
         self.register_buffer("leaves", torch.as_tensor(leaves), persistent=False)
         self.register_buffer("text_leaf", torch.as_tensor(text_leaf), persistent=False)
+        self.proxies = None
+        if self.text_cfg.cosine_weight > 0 and text_side.encoder is not None:
+            self.proxies = nn.Parameter(F.normalize(self.channels[torch.as_tensor(leaves), 0].clone(), dim=1))
         self._hardness, self._allocation, self.negatives = leaf_hardness, allocation, None
 
     def leaf_radius(self) -> torch.Tensor:
@@ -218,11 +226,18 @@ class TextAlignmentModule(NaicsContrastive):
         target = self.text_leaf[idx]
         negatives, _ = self.negatives.draw(target, batch["text_generator"])
         leaves = points[self.leaves] if self.text_cfg.move_codes else points[self.leaves].detach()
-        ce, hard = text_losses(self.queries(self.text_side(idx)), leaves, target, negatives,
+        sentences = self.text_side(idx)
+        ce, hard = text_losses(self.queries(sentences), leaves, target, negatives,
                                c=self.cfg.curvature, temperature=self.text_cfg.temperature)
         self.accumulate(f"{stage}_text_loss", ce)
         self.accumulate(f"{stage}_text_hard_loss", hard)
-        return loss + self.text_cfg.weight * ((1 - self.text_cfg.hard_weight) * ce + self.text_cfg.hard_weight * hard)
+        text = (1 - self.text_cfg.hard_weight) * ce + self.text_cfg.hard_weight * hard
+        if self.proxies is not None:
+            cosine = F.normalize(sentences, dim=1) @ F.normalize(self.proxies, dim=1).T
+            proxy = F.cross_entropy(cosine / self.text_cfg.cosine_temperature, target)
+            self.accumulate(f"{stage}_text_cosine_loss", proxy)
+            text = text + self.text_cfg.cosine_weight * proxy
+        return loss + self.text_cfg.weight * text
 
     def parameter_groups(self) -> list[dict]:
         encoder = list(self.text_side.parameters())
@@ -247,20 +262,56 @@ def fit_query_head(features: np.ndarray, leaf: np.ndarray, leaf_points: np.ndarr
     """A query head trained alone on frozen text features (T, D) and their leaf positions (T,) against
     fixed leaf points (L, d+1): the all-leaf cross-entropy of the text stage, codes not moving. Used to
     refit the text side on a cross-validation fold in seconds (text.crossfit)."""
-    cfg = cfg or TextConfig()
+    return _fit_text_side(TextSide(features=features), features.shape[1], leaf, leaf_points, radius, c,
+                          cfg or TextConfig(), epochs, batch_size, lr, seed, "cpu")
+
+
+def fine_tune_query_head(texts: list[str], leaf: np.ndarray, leaf_points: np.ndarray, radius: float, c: float,
+                         encoder, cfg: TextConfig | None = None, epochs: int = 40, batch_size: int = 512,
+                         lr: float = 1e-3, seed: int = 0) -> QueryHead:
+    """fit_query_head with the encoder (a MiniLMEncoder, changed in place) fine-tuned too, as the GPU text
+    stage does, at cfg.encoder_learning_rate; with cfg.cosine_weight, its proxy term as well. Codes fixed.
+    The GPU path of a cross-validation fold's refit (text.crossfit)."""
+    cfg = cfg or TextConfig(encoder="finetune")
+    st = encoder.trainable()
+    st.max_seq_length = cfg.max_tokens
+    tokens = {k: v.numpy() for k, v in st.tokenize(list(texts)).items() if k in ("input_ids", "attention_mask")}
+    device = str(next(st.parameters()).device)
+    head = _fit_text_side(TextSide(encoder=st, tokens=tokens).to(device), encoder.dim, leaf, leaf_points, radius, c,
+                          cfg, epochs, batch_size, lr, seed, device)
+    st.eval()
+    if device.startswith("cuda"):
+        st.half()     # inference in fp16, as TextClassifier.load runs a fine-tuned stage on a GPU
+    return head.cpu()
+
+
+def _fit_text_side(side: TextSide, dim: int, leaf: np.ndarray, leaf_points: np.ndarray, radius: float, c: float,
+                   cfg: TextConfig, epochs: int, batch_size: int, lr: float, seed: int, device: str) -> QueryHead:
     torch.manual_seed(seed)
-    head = QueryHead(features.shape[1], cfg.hidden_dim, leaf_points.shape[1] - 1)
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
-    x = torch.as_tensor(features, dtype=torch.float32)
-    y = torch.as_tensor(leaf, dtype=torch.long)
-    points = torch.as_tensor(leaf_points, dtype=torch.float64)
-    r = torch.tensor([radius], dtype=torch.float64)
+    head = QueryHead(dim, cfg.hidden_dim, leaf_points.shape[1] - 1).to(device)
+    groups = [{"params": head.parameters()}]
+    if side.encoder is not None:
+        groups.append({"params": side.encoder.parameters(), "lr": cfg.encoder_learning_rate})
+    proxies = None
+    if side.encoder is not None and cfg.cosine_weight > 0:
+        proxies = nn.Parameter(torch.randn(len(leaf_points), dim, device=device) * 0.01)
+        groups.append({"params": [proxies]})
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=1e-4)
+    y = torch.as_tensor(leaf, dtype=torch.long, device=device)
+    points = torch.as_tensor(leaf_points, dtype=torch.float64, device=device)
+    r = torch.tensor([radius], dtype=torch.float64, device=device)
     gen = torch.Generator().manual_seed(seed)
     head.train()
     for _ in range(epochs):
-        for idx in torch.randperm(len(x), generator=gen).split(batch_size):
-            logits = -lorentz.pairwise_distance(head(x[idx], r, c=c), points, c=c) / cfg.temperature
+        for idx in torch.randperm(len(y), generator=gen).split(batch_size):
+            idx = idx.to(device)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+                sentences = side(idx).float()
+            logits = -lorentz.pairwise_distance(head(sentences, r, c=c), points, c=c) / cfg.temperature
             loss = F.cross_entropy(logits, y[idx])
+            if proxies is not None:
+                cosine = F.normalize(sentences, dim=1) @ F.normalize(proxies, dim=1).T
+                loss = loss + cfg.cosine_weight * F.cross_entropy(cosine / cfg.cosine_temperature, y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
