@@ -4,7 +4,8 @@ The path from text to codes:
     texts --the stage's encoder (MiniLM frozen or fine-tuned, or hashing)--> vectors
           (a) --query mapper--> points among the codes --Lorentz distance--> geometry log-probabilities
           (b) --entry index (text.index)--> nearest known texts per code, TF-IDF similarity
-          --conditional logit fitted on the validation split (text.fusion)--> calibrated probabilities
+          --conditional logit fitted on the validation split (text.fusion), its top codes reranked by a
+            small MLP of the same features (text.rerank)--> calibrated probabilities
           --> the k most probable 6-digit codes; with min_precision, the deepest confident level
               (text.calibration.back_off).
 `query_mapper` is the one place that turns encoded texts into points: the stage's text head when it
@@ -126,6 +127,7 @@ class TextClassifier:
         self.levels = LevelMap(six.tolist(), {4: dict(zip(six, table.industry_group[self.six])),
                                               2: dict(zip(six, table.sector[self.six]))})
         self._scorer = None
+        self._pool = None
 
     @classmethod
     def load(cls, root: Path, stage: str | None = None, device: str = "cpu",
@@ -200,6 +202,13 @@ class TextClassifier:
 
         return log_softmax(-self.distances(vectors) / self.temperature)
 
+    def _background(self):
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="query-rows")
+        return self._pool
+
     def scorer(self):
         if self._scorer is None:
             self._scorer = self.index.scorer(self.table.codes[self.six].tolist(),
@@ -215,17 +224,19 @@ class TextClassifier:
         geometry = log_softmax(-dist / self.temperature)
         if self.index is None:
             return np.exp(geometry), dist
-        scores = self.scorer().scores(vectors, list(texts), geometry, self.index.weights)
-        return np.exp(log_softmax(self.index.calibrate(scores))), dist
+        return np.exp(log_softmax(self.index.fused(self.scorer(), vectors, list(texts), geometry))), dist
 
     def ranked(self, texts: list[str], k: int, min_precision: float | None = None):
         """(top-k positions among the 6-digit codes (Q, k), their probabilities, their Lorentz distances,
         back_off's list or None) for texts. On a GPU the fusion, softmax, top-k and level sums stay there."""
         from naics_pipeline.text.calibration import LEVELS, back_off, choose_level
 
+        on_device = self.device != "cpu" and self.index is not None
+        # on a GPU the TF-IDF rows of the queries (CPU) are computed while the encoder runs there
+        rows = self._background().submit(self.scorer().query_rows, list(texts)) if on_device else None
         vectors = self.encode(texts)
         k = min(k, len(self.six))
-        if self.device == "cpu" or self.index is None:
+        if not on_device:
             p, dist = self.probabilities(texts, vectors)
             top = np.argpartition(-p, k - 1, axis=1)[:, :k] if k < p.shape[1] else np.tile(np.arange(k), (len(p), 1))
             top = np.take_along_axis(top, np.argsort(-np.take_along_axis(p, top, 1), axis=1, kind="stable"), 1)
@@ -241,8 +252,7 @@ class TextClassifier:
         q = torch.as_tensor(self.points_of(vectors, 6), device=self.device)
         dist = pairwise_distance(q, self._six_points_t, c=self.curvature)
         geometry = torch.log_softmax(-dist / self.temperature, dim=1)
-        scores = self.index.calibrate(self.scorer().scores_torch(vectors, list(texts), geometry, self.index.weights))
-        p = torch.softmax(scores, dim=1)
+        p = torch.softmax(self.index.fused(self.scorer(), vectors, list(texts), geometry, rows.result()), dim=1)
         score, top = p.topk(k, dim=1)
         chosen = None
         if min_precision is not None:

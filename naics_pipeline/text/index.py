@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from naics_pipeline.text.fusion import calibrated_scores, fit_conditional_logit, fit_temperature, log_softmax
+from naics_pipeline.text.rerank import Reranker, apply_to_features, fit_reranker
 from naics_pipeline.text.retrieval import DenseIndex, LexicalIndex, tfidf_vectorizer
 
 KINDS = ("entry", "title", "description", "cross_reference")
@@ -61,7 +62,8 @@ GEOMETRY_NEAR = -4.0
 ENTRY_HIGH = 0.8
 ENTRY_SOFT_TAU = 0.1
 INDEX_FILE = "entry_index.npz"
-FORMAT = 4          # 4: entry_high, entry_soft, lexical_char (3: geometry in two features, lexical_description)
+FORMAT = 5          # 5: the reranker (text.rerank); 4: entry_high, entry_soft, lexical_char; 3: geometry in two
+#                     features, lexical_description
 CROSSFIT_FOLDS = 5
 
 # (Q, D) encoded texts -> (Q, C) log-probabilities of the candidates under the stage's geometry
@@ -215,73 +217,94 @@ class Scorer:
         zero = np.zeros((len(texts), len(self.candidates)), np.float32)
         return np.stack([np.asarray(cols.get(f, zero), np.float32) for f in self.features], axis=-1)
 
-    def scores_torch(self, vectors: np.ndarray, texts: list[str], geometry, weights: np.ndarray):
-        """scores() on the GPU: (Q, C) float32 torch on the indexes' device; `geometry` a torch (Q, C)."""
+    def columns_torch(self, vectors: np.ndarray, texts: list[str], geometry, rows: tuple | None = None) -> dict:
+        """columns() on the indexes' device: each feature's (Q, C) float32 torch; `geometry` a torch (Q, C);
+        `rows`: the texts' query_rows when already computed."""
         import torch
 
-        out = torch.zeros((len(texts), len(self.candidates)), dtype=torch.float32, device=geometry.device)
-        w = dict(zip(self.features, map(float, weights)))
-        entry = None
+        cols = {}
         for kind, index in self.dense.items():
-            if kind == "entry" and "entry_soft" in w:
-                best, soft = index.best_torch(vectors, ENTRY_SOFT_TAU)
-                out += w["entry_soft"] * soft
+            if kind == "entry" and "entry_soft" in self.features:
+                cols[kind], cols["entry_soft"] = index.best_torch(vectors, ENTRY_SOFT_TAU)
             else:
-                best = index.best_torch(vectors)
-            if kind == "entry":
-                entry = best
-                if "entry_high" in w:
-                    out += w["entry_high"] * (best - ENTRY_HIGH).clamp(min=0.0)
-            if kind in w:
-                out += w[kind] * best
-        if "entry_group" in w:
+                cols[kind] = index.best_torch(vectors)
+        if "entry_high" in self.features:
+            cols["entry_high"] = (cols["entry"] - ENTRY_HIGH).clamp(min=0.0)
+        if "entry_group" in self.features:
             if not hasattr(self, "_group_of_t"):
-                self._group_of_t = torch.as_tensor(self._group_of, device=out.device)
-            g = torch.full((len(texts), len(self._group_starts)), -1.0, device=out.device)
-            g.scatter_reduce_(1, self._group_of_t.expand(len(texts), -1), entry, reduce="amax", include_self=True)
-            out += w["entry_group"] * g[:, self._group_of_t]
-        queries, char_queries = self.query_rows(texts)
+                self._group_of_t = torch.as_tensor(self._group_of, device=geometry.device)
+            g = torch.full((len(texts), len(self._group_starts)), -1.0, device=geometry.device)
+            g.scatter_reduce_(1, self._group_of_t.expand(len(texts), -1), cols["entry"], reduce="amax",
+                              include_self=True)
+            cols["entry_group"] = g[:, self._group_of_t]
+        queries, char_queries = self.query_rows(texts) if rows is None else rows
         for name in ("lexical", "lexical_description"):
             if getattr(self, name) is not None:
-                out += w[name] * getattr(self, name).best_torch(texts, queries)
-        if self.lexical_char is not None and "lexical_char" in w:
-            out += w["lexical_char"] * self.lexical_char.best_torch(texts, char_queries)
+                cols[name] = getattr(self, name).best_torch(texts, queries)
+        if self.lexical_char is not None:
+            cols["lexical_char"] = self.lexical_char.best_torch(texts, char_queries)
         g = geometry.float()
-        if "geometry" in w:
-            out += w["geometry"] * g.clamp(min=GEOMETRY_NEAR)
-        if "geometry_far" in w:
-            out += w["geometry_far"] * (g.clamp(max=GEOMETRY_NEAR) - GEOMETRY_NEAR)
+        if "geometry" in self.features:
+            cols["geometry"] = g.clamp(min=GEOMETRY_NEAR)
+        if "geometry_far" in self.features:
+            cols["geometry_far"] = g.clamp(max=GEOMETRY_NEAR) - GEOMETRY_NEAR
+        return cols
+
+    def weighted(self, cols: dict, weights: np.ndarray):
+        """(Q, C) w . x from columns() (float64 numpy) or columns_torch() (float32 torch)."""
+        out = None
+        for f, w in zip(self.features, weights):
+            if f in cols:
+                col = cols[f]
+                term = float(w) * (col.astype(np.float64) if isinstance(col, np.ndarray) else col)
+                out = term if out is None else out + term
+        if out is None:
+            raise ValueError("no feature of the index is computed")
         return out
+
+    def scores_torch(self, vectors: np.ndarray, texts: list[str], geometry, weights: np.ndarray):
+        """scores() on the GPU: (Q, C) float32 torch on the indexes' device; `geometry` a torch (Q, C)."""
+        return self.weighted(self.columns_torch(vectors, texts, geometry), weights)
 
     def scores(self, vectors: np.ndarray, texts: list[str], geometry: np.ndarray | None,
                weights: np.ndarray) -> np.ndarray:
         """(Q, C) fused scores w . x(q, c), summed feature by feature (no (Q, C, F) stack)."""
-        cols = self.columns(vectors, texts, geometry)
-        out = np.zeros((len(texts), len(self.candidates)), np.float64)
-        for f, w in zip(self.features, weights):
-            if f in cols:
-                out += w * cols[f]
-        return out
+        return self.weighted(self.columns(vectors, texts, geometry), weights)
 
 
 @dataclass
 class EntryIndex:
-    """Known texts + fusion weights + the per-text temperature (a, b); `scorer` builds the features and
-    the weighted scores, `calibrate` scales them (text.fusion.calibrated_scores) before the softmax."""
+    """Known texts + fusion weights + the reranker of each text's top codes (text.rerank; None: none) +
+    the per-text temperature (a, b); `scorer` builds the features, `fused` the calibrated scores the
+    softmax takes."""
     known: KnownTexts
     features: tuple[str, ...]
     weights: np.ndarray
     meta: dict = field(default_factory=dict)
     temperature: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    reranker: Reranker | None = None
     _scorer: dict | None = None
 
     def calibrate(self, scores):
         """(Q, C) fused scores w . x (numpy or torch) -> the scores the softmax takes."""
         return calibrated_scores(scores, self.temperature)
 
+    def fused(self, scorer: Scorer, vectors: np.ndarray, texts: list[str], geometry, rows: tuple | None = None):
+        """(Q, C) calibrated scores of texts: w . x, reranked, calibrated. numpy with a numpy `geometry`
+        (or None), torch on the scorer's device with a torch one (`rows`: the texts' query_rows, when
+        computed beforehand)."""
+        on_torch = geometry is not None and not isinstance(geometry, np.ndarray)
+        cols = (scorer.columns_torch(vectors, texts, geometry, rows) if on_torch
+                else scorer.columns(vectors, texts, geometry))
+        scores = scorer.weighted(cols, self.weights)
+        if self.reranker is not None:
+            scores = self.reranker.apply(scores, cols, self.features)
+        return self.calibrate(scores)
+
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """(Q, C, F) features -> (Q, C) calibrated probabilities."""
-        return np.exp(log_softmax(self.calibrate(features @ self.weights)))
+        scores = apply_to_features(self.reranker, features @ self.weights, features, self.features)
+        return np.exp(log_softmax(self.calibrate(scores)))
 
     def scorer(self, candidates: list[str], groups: np.ndarray, device: str = "cpu") -> Scorer:
         """The Scorer over every known text, built once per device."""
@@ -300,7 +323,8 @@ class EntryIndex:
                          kinds=self.known.kinds, vectors=self.known.vectors.astype(np.float16),
                          features=np.array(self.features, dtype=str), weights=self.weights,
                          temperature=np.asarray(self.temperature, np.float64),
-                         meta=np.array(json.dumps({**self.meta, "format": FORMAT})))
+                         meta=np.array(json.dumps({**self.meta, "format": FORMAT})),
+                         **(self.reranker.to_arrays() if self.reranker is not None else {}))
 
     @classmethod
     def load(cls, path: Path) -> EntryIndex:
@@ -311,7 +335,7 @@ class EntryIndex:
                              "rematerialize text_entry_index")
         codes = z["codes"].tolist()
         known = KnownTexts(_unpack_texts(z["texts"], len(codes)), codes, z["kinds"], z["vectors"].astype(np.float32))
-        return cls(known, tuple(z["features"].tolist()), z["weights"], meta, z["temperature"])
+        return cls(known, tuple(z["features"].tolist()), z["weights"], meta, z["temperature"], Reranker.from_arrays(z))
 
 
 TEXT_SEPARATOR = "\x1f"
@@ -388,13 +412,15 @@ def written_features(written, known: KnownTexts, geometry: Geometry | None, cand
 
 def fit_index(known: KnownTexts, validation: np.ndarray, geometry: Geometry | None, candidates: list[str],
               groups: np.ndarray, features: tuple[str, ...] = FEATURES, log=lambda *_: None,
-              folds: int = CROSSFIT_FOLDS, written=None) -> EntryIndex:
+              folds: int = CROSSFIT_FOLDS, written=None, rerank: bool = True) -> EntryIndex:
     """Fit the fusion weights on the `validation` rows of `known` (cross-fitted features:
     validation_features) and on the `written` fitting texts ((vectors, texts, codes), text.written's dev
     half; None: the entries alone), each domain half of the NLL; fit the per-text temperature on
     the entries' out-of-fold scores (the written ones are sharper: one (a, b) for both over-sharpened the
     entries: out-of-fold ECE 0.068 on the validation entries); return the index over every known text
-    with those weights and that temperature. `geometry` must come from a model that never trained on either."""
+    with those weights and that temperature. `rerank`: also fit the reranker of each text's top codes
+    (text.rerank) after the weights, on the same texts. `geometry` must come from a model that never
+    trained on either."""
     counts = {kind: int((known.kinds == k).sum()) for k, kind in enumerate(KINDS)}
     if geometry is not None and not (validation & (known.kinds == 0)).any():
         # a source without index entries (the packaged fallback): nothing to fit on, the geometry alone
@@ -414,18 +440,19 @@ def fit_index(known: KnownTexts, validation: np.ndarray, geometry: Geometry | No
         fold = np.concatenate([fold, np.arange(len(tw)) % folds])
         domain = np.concatenate([domain, np.ones(len(tw), np.int8)])
     share = np.where(domain == 0, 1.0 / max((domain == 0).sum(), 1), 1.0 / max((domain == 1).sum(), 1))
-    weights, fit = fit_conditional_logit(x, target, sample_weight=share)
-    # out-of-fold scores: each fold by the weights fitted on the other folds -> the per-text temperature
+    weights, reranker, fit = _fit_scores(x, target, share, rerank)
+    # out-of-fold scores: each fold by the weights (and reranker) fitted on the other folds -> the per-text
+    # temperature
     if len(np.unique(fold)) > 1:
         oof = np.zeros(x.shape[:2])
         for k in np.unique(fold):
-            w_k, _ = fit_conditional_logit(x[fold != k], target[fold != k], sample_weight=share[fold != k])
-            oof[fold == k] = x[fold == k] @ w_k
+            w_k, r_k, _ = _fit_scores(x[fold != k], target[fold != k], share[fold != k], rerank)
+            oof[fold == k] = apply_to_features(r_k, x[fold == k] @ w_k, x[fold == k], features)
         entries = domain == 0
         temperature = fit_temperature(oof[entries], target[entries])
     else:
-        oof, temperature = x @ weights, np.zeros(2)
-    index = EntryIndex(known, tuple(features), weights, {}, temperature)
+        oof, temperature = apply_to_features(reranker, x @ weights, x, features), np.zeros(2)
+    index = EntryIndex(known, tuple(features), weights, {}, temperature, reranker)
     before, after = log_softmax(oof), log_softmax(calibrated_scores(oof, temperature))
     p = index.probabilities(x)
     for d, name in ((0, "entries"), (1, "written")):
@@ -437,7 +464,8 @@ def fit_index(known: KnownTexts, validation: np.ndarray, geometry: Geometry | No
                          **{f"out_of_fold_{n}": _nll_ece(lp[m], target[m]) for n, lp in
                             (("uncalibrated", before), ("calibrated", after))}}
     fit.update({"folds": int(folds), "temperature": {"a": float(temperature[0]), "b": float(temperature[1])},
-                "weights": dict(zip(features, map(float, weights)))})
+                "weights": dict(zip(features, map(float, weights))),
+                "reranker": None if reranker is None else {"top_k": reranker.k, "hidden": int(len(reranker.b1))}})
     for name in ("nll", "top1", "top5"):
         fit[name] = fit["entries"][name]
     parts = [f"{name} ({fit[name]['texts']:,}): NLL {fit[name]['nll']:.3f}, top-1 {fit[name]['top1']:.3f}, "
@@ -449,6 +477,13 @@ def fit_index(known: KnownTexts, validation: np.ndarray, geometry: Geometry | No
     index.meta.update({"validation": fit, "texts_per_kind": counts, "validation_entries": int((domain == 0).sum()),
                        "written_texts": int((domain == 1).sum()), "dimension": int(known.vectors.shape[1])})
     return index
+
+
+def _fit_scores(x: np.ndarray, target: np.ndarray, share: np.ndarray, rerank: bool):
+    """(weights, reranker or None, the linear fit's summary) on (Q, C, F) features."""
+    weights, fit = fit_conditional_logit(x, target, sample_weight=share)
+    reranker = fit_reranker(x, x @ weights, target, share) if rerank else None
+    return weights, reranker, fit
 
 
 def _nll_ece(logp: np.ndarray, target: np.ndarray) -> dict:
