@@ -111,7 +111,7 @@ def model_parts(clf, desc, entries: list[str], codes: list[str], written=None) -
     # retrieval alone: the same validation split, written dev half and features, without the geometry, refitted
     feats = tuple(f for f in clf.index.features if f not in GEOMETRY_FEATURES)
     alone = fit_index(clf.index.known, validation_rows(clf.index.known), None, cands.tolist(), groups, feats,
-                      written=written_fit_texts(clf.encode, cands.tolist()))
+                      written=written_fit_texts(clf.encode, cands.tolist()), device=str(clf.device))
     keep = [clf.index.features.index(f) for f in feats]
 
     def retrieval(vectors, texts):
@@ -324,7 +324,8 @@ def main() -> None:
             encoder = bl.CachedEncoder(frozen or clf.encoder, batch_size=1024 if gpu else 128)
             # a stage that fine-tuned its encoder is refitted the same way: MiniLM fine-tuned per fold
             fine_tune = (lambda: make_encoder(clf.encoder.name, args.device)) if clf.fine_tuned else None
-            refit = FoldRefit(layout.root, hierarchy, encoder, features=clf.index.features, fine_tune=fine_tune)
+            refit = FoldRefit(layout.root, hierarchy, encoder, features=clf.index.features, fine_tune=fine_tune,
+                              device=args.device)
             print(f"2-fold CV: model, refitted per fold over {hierarchy}'s code points"
                   f"{', MiniLM fine-tuned per fold' if fine_tune else ''}", file=sys.stderr)
             t0 = time.perf_counter()

@@ -57,6 +57,26 @@ def test_conditional_logit_recovers_the_generating_weights():
     assert np.allclose(w, true_w, atol=0.2) and fit["texts"] == 1500
 
 
+def test_conditional_logit_stops_where_the_autograd_gradient_vanishes():
+    """The closed-form gradient is the objective's: at the fitted weights autograd's gradient of the
+    weighted, ridged NLL is zero, and away from them it is not."""
+    import torch
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, 9, 3))
+    y = rng.integers(0, 9, 400)
+    share = rng.uniform(0.5, 2.0, 400)
+    w, _ = fit_conditional_logit(x, y, l2=1e-2, sample_weight=share)
+
+    def grad(at):
+        wt = torch.tensor(at, dtype=torch.float64, requires_grad=True)
+        nll = torch.nn.functional.cross_entropy(torch.as_tensor(x) @ wt, torch.as_tensor(y), reduction="none")
+        ((nll * torch.as_tensor(share / share.sum())).sum() + 1e-2 * (wt * wt).sum()).backward()
+        return wt.grad.numpy()
+    assert np.abs(grad(w)).max() < 1e-6
+    assert np.abs(grad(w + 0.1)).max() > 1e-3
+
+
 def test_fit_index_scores_validation_against_an_index_without_it():
     """A validation entry identical to a training entry of its code is found; one that exists only as
     itself is not found by the index it was withheld from (the fit could not have seen it)."""

@@ -30,7 +30,8 @@ class FoldRefit:
     """`fit(train_texts, train_codes) -> predict(texts, k)` for baselines.cross_validate; the fitted
     parts of the last fit in `last` (probabilities of the test texts for the calibration report)."""
 
-    def __init__(self, root: Path, hierarchy_stage: str, encode, features=None, fine_tune=None):
+    def __init__(self, root: Path, hierarchy_stage: str, encode, features=None, fine_tune=None,
+                 device: str = "cpu"):
         import torch
 
         from naics_pipeline.encoders import TextEmbeddings
@@ -53,6 +54,7 @@ class FoldRefit:
             self.radius = float(model.level_radius(torch.tensor([6]))[0])
         self.encode = encode
         self.fine_tune = fine_tune   # () -> a fresh frozen MiniLMEncoder on the device, fine-tuned per fold
+        self.device = device         # where the fusion and the reranker are fitted
         self.features = tuple(features or FEATURES)
         self.candidates = self.table.codes[self.six].tolist()
         self.groups = np.asarray(self.table.industry_group[self.six], dtype=str)
@@ -105,7 +107,7 @@ class FoldRefit:
             vectors, written = encode(texts), written_fit_texts(encode, self.candidates)
         geometry = self.geometry_of(head)
         index = fit_index(KnownTexts(texts, codes, kinds, vectors), val, geometry, self.candidates, self.groups,
-                          self.features, written=written)
+                          self.features, written=written, device=self.device)
         scorer = index.scorer(self.candidates, self.groups)
         cands = np.array(self.candidates, dtype=object)
         self.last = {"index": index}

@@ -415,7 +415,7 @@ def written_features(written, known: KnownTexts, geometry: Geometry | None, cand
 
 def fit_index(known: KnownTexts, validation: np.ndarray, geometry: Geometry | None, candidates: list[str],
               groups: np.ndarray, features: tuple[str, ...] = FEATURES, log=lambda *_: None,
-              folds: int = CROSSFIT_FOLDS, written=None, rerank: bool = True) -> EntryIndex:
+              folds: int = CROSSFIT_FOLDS, written=None, rerank: bool = True, device: str = "cpu") -> EntryIndex:
     """Fit the fusion weights on the `validation` rows of `known` (cross-fitted features:
     validation_features) and on the `written` fitting texts ((vectors, texts, codes), text.written's dev
     half; None: the entries alone), each domain half of the NLL; fit the per-text temperature on
@@ -423,7 +423,9 @@ def fit_index(known: KnownTexts, validation: np.ndarray, geometry: Geometry | No
     entries: out-of-fold ECE 0.068 on the validation entries); return the index over every known text
     with those weights and that temperature. `rerank`: also fit the reranker of each text's top codes
     (text.rerank) after the weights, on the same texts. `geometry` must come from a model that never
-    trained on either."""
+    trained on either. The weights and the reranker are fitted on `device`."""
+    import time
+
     counts = {kind: int((known.kinds == k).sum()) for k, kind in enumerate(KINDS)}
     if geometry is not None and not (validation & (known.kinds == 0)).any():
         # a source without index entries (the packaged fallback): nothing to fit on, the geometry alone
@@ -433,6 +435,7 @@ def fit_index(known: KnownTexts, validation: np.ndarray, geometry: Geometry | No
         return EntryIndex(known, tuple(features), weights, {"validation": fit, "texts_per_kind": counts,
                                                            "validation_entries": 0, "written_texts": 0,
                                                            "dimension": int(known.vectors.shape[1])})
+    started = time.perf_counter()
     x, target, features = validation_features(known, validation, geometry, candidates, groups, features, folds)
     val = validation & (known.kinds == 0)
     fold = validation_folds(known, val, folds)[val]
@@ -443,18 +446,20 @@ def fit_index(known: KnownTexts, validation: np.ndarray, geometry: Geometry | No
         fold = np.concatenate([fold, np.arange(len(tw)) % folds])
         domain = np.concatenate([domain, np.ones(len(tw), np.int8)])
     share = np.where(domain == 0, 1.0 / max((domain == 0).sum(), 1), 1.0 / max((domain == 1).sum(), 1))
-    weights, reranker, fit = _fit_scores(x, target, share, rerank)
+    scored = time.perf_counter()
+    weights, reranker, fit = _fit_scores(x, target, share, rerank, device)
     # out-of-fold scores: each fold by the weights (and reranker) fitted on the other folds -> the per-text
     # temperature
     if len(np.unique(fold)) > 1:
         oof = np.zeros(x.shape[:2])
         for k in np.unique(fold):
-            w_k, r_k, _ = _fit_scores(x[fold != k], target[fold != k], share[fold != k], rerank)
+            w_k, r_k, _ = _fit_scores(x[fold != k], target[fold != k], share[fold != k], rerank, device)
             oof[fold == k] = apply_to_features(r_k, x[fold == k] @ w_k, x[fold == k], features)
         entries = domain == 0
         temperature = fit_temperature(oof[entries], target[entries])
     else:
         oof, temperature = apply_to_features(reranker, x @ weights, x, features), np.zeros(2)
+    seconds = {"features": round(scored - started, 1), "fit": round(time.perf_counter() - scored, 1)}
     index = EntryIndex(known, tuple(features), weights, {}, temperature, reranker)
     before, after = log_softmax(oof), log_softmax(calibrated_scores(oof, temperature))
     p = index.probabilities(x)
@@ -467,7 +472,7 @@ def fit_index(known: KnownTexts, validation: np.ndarray, geometry: Geometry | No
                          **{f"out_of_fold_{n}": _nll_ece(lp[m], target[m]) for n, lp in
                             (("uncalibrated", before), ("calibrated", after))}}
     fit.update({"folds": int(folds), "temperature": {"a": float(temperature[0]), "b": float(temperature[1])},
-                "weights": dict(zip(features, map(float, weights))),
+                "weights": dict(zip(features, map(float, weights))), "seconds": seconds,
                 "reranker": None if reranker is None else {"top_k": reranker.k, "hidden": int(len(reranker.b1))}})
     for name in ("nll", "top1", "top5"):
         fit[name] = fit["entries"][name]
@@ -476,16 +481,18 @@ def fit_index(known: KnownTexts, validation: np.ndarray, geometry: Geometry | No
              f"{fit[name]['out_of_fold_calibrated']['ece']:.3f}" for name in ("entries", "written") if name in fit]
     log(f"fusion fitted ({folds} cross-fitted folds, per-text temperature a {temperature[0]:.3f}, "
         f"b {temperature[1]:.3f}) on " + "; ".join(parts) +
-        f"; weights {', '.join(f'{k} {v:.2f}' for k, v in fit['weights'].items())}")
+        f"; weights {', '.join(f'{k} {v:.2f}' for k, v in fit['weights'].items())}; "
+        f"{seconds['features']} s scoring the fitting texts, {seconds['fit']} s fitting")
     index.meta.update({"validation": fit, "texts_per_kind": counts, "validation_entries": int((domain == 0).sum()),
                        "written_texts": int((domain == 1).sum()), "dimension": int(known.vectors.shape[1])})
     return index
 
 
-def _fit_scores(x: np.ndarray, target: np.ndarray, share: np.ndarray, rerank: bool):
+def _fit_scores(x: np.ndarray, target: np.ndarray, share: np.ndarray, rerank: bool, device: str = "cpu"):
     """(weights, reranker or None, the linear fit's summary) on (Q, C, F) features."""
-    weights, fit = fit_conditional_logit(x, target, sample_weight=share)
-    reranker = fit_reranker(x, x @ weights, target, share) if rerank and len(target) >= RERANK_MIN_TEXTS else None
+    weights, fit = fit_conditional_logit(x, target, sample_weight=share, device=device)
+    reranker = (fit_reranker(x, x @ weights, target, share, device=device)
+                if rerank and len(target) >= RERANK_MIN_TEXTS else None)
     return weights, reranker, fit
 
 
@@ -542,7 +549,8 @@ def build_entry_index(clf, descriptions, model_path: Path, cache_dir: Path | Non
         f"{len(written[1]) if written else 0} written descriptions to fit on")
     known = KnownTexts(texts, codes, kinds, vectors.astype(np.float32))
     index = fit_index(known, validation_rows(known), clf.geometry, candidates,
-                      np.asarray(clf.table.industry_group[clf.six], dtype=str), log=log, written=written)
+                      np.asarray(clf.table.industry_group[clf.six], dtype=str), log=log, written=written,
+                      device=str(clf.device))
     from naics_pipeline.text.classify import _file_digest
 
     index.meta.update({"stage": clf.stage, "encoder": clf.encoder.name, "fine_tuned": bool(clf.fine_tuned),

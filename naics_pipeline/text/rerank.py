@@ -13,7 +13,7 @@ numpy and torch compute the same function (GELU in its tanh form in both), so a 
 CPU does."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -35,6 +35,7 @@ class Reranker:
     w2: np.ndarray       # (H,)
     b2: float
     k: int = TOP_K
+    _tensors: dict = field(default_factory=dict, repr=False, compare=False)   # (dtype, device) -> parameters
 
     ARRAYS = ("mean", "scale", "w1", "b1", "w2")
 
@@ -45,8 +46,11 @@ class Reranker:
             return _gelu(h, np.tanh) @ self.w2 + self.b2
         import torch
 
-        p = {name: torch.as_tensor(getattr(self, name), dtype=features.dtype, device=features.device)
-             for name in self.ARRAYS}
+        key = (features.dtype, features.device)
+        if key not in self._tensors:
+            self._tensors[key] = {name: torch.as_tensor(getattr(self, name), dtype=features.dtype,
+                                                        device=features.device) for name in self.ARRAYS}
+        p = self._tensors[key]
         h = ((features - p["mean"]) / p["scale"]) @ p["w1"] + p["b1"]
         return _gelu(h, torch.tanh) @ p["w2"] + self.b2
 
@@ -93,12 +97,12 @@ def apply_to_features(reranker: Reranker | None, scores: np.ndarray, features: n
 
 def fit_reranker(features: np.ndarray, scores: np.ndarray, target: np.ndarray, sample_weight: np.ndarray,
                  k: int = TOP_K, hidden: int = HIDDEN, weight_decay: float = WEIGHT_DECAY, epochs: int = EPOCHS,
-                 seed: int = 0) -> Reranker:
+                 seed: int = 0, device: str = "cpu") -> Reranker:
     """The MLP fitted on (Q, C, F) features and (Q, C) fused scores of the fitting texts (true codes
     target (Q,)): the NLL of the softmax over all C codes, the codes below the top k as one term, log sum
     exp of their fused scores, which the residual does not move. A text whose code is below its top k
     counts as that term: its NLL differs from the code's own by a constant in the residual, and dropping
-    such texts would teach the residual to lift every top k as a block."""
+    such texts would teach the residual to lift every top k as a block. Trained on `device`."""
     import torch
     import torch.nn.functional as F
 
@@ -109,17 +113,17 @@ def fit_reranker(features: np.ndarray, scores: np.ndarray, target: np.ndarray, s
     below = np.take_along_axis(scores, order[:, k:], 1)
     rest = (np.log(np.exp(below - below.max(1, keepdims=True)).sum(1)) + below.max(1) if below.shape[1]
             else np.full(len(top), -np.inf))
-    base = torch.as_tensor(np.take_along_axis(scores, top, 1), dtype=torch.float32)
-    rest = torch.as_tensor(rest, dtype=torch.float32)[:, None]
+    base = torch.as_tensor(np.take_along_axis(scores, top, 1), dtype=torch.float32, device=device)
+    rest = torch.as_tensor(rest, dtype=torch.float32, device=device)[:, None]
     hit = top == target[:, None]
-    pos = torch.as_tensor(np.where(hit.any(1), hit.argmax(1), k))
-    share = torch.as_tensor(sample_weight / sample_weight.sum(), dtype=torch.float32)
+    pos = torch.as_tensor(np.where(hit.any(1), hit.argmax(1), k), device=device)
+    share = torch.as_tensor(sample_weight / sample_weight.sum(), dtype=torch.float32, device=device)
     flat = x.reshape(-1, x.shape[-1])
     mean, scale = flat.mean(0), flat.std(0) + 1e-6
-    xs = torch.as_tensor((x - mean) / scale, dtype=torch.float32)
+    xs = torch.as_tensor((x - mean) / scale, dtype=torch.float32, device=device)
     torch.manual_seed(seed)
     mlp = torch.nn.Sequential(torch.nn.Linear(x.shape[-1], hidden), torch.nn.GELU(approximate="tanh"),
-                              torch.nn.Linear(hidden, 1))
+                              torch.nn.Linear(hidden, 1)).to(device)
     opt = torch.optim.Adam(mlp.parameters(), lr=1e-2)
     for _ in range(epochs):
         opt.zero_grad()
@@ -127,6 +131,6 @@ def fit_reranker(features: np.ndarray, scores: np.ndarray, target: np.ndarray, s
         loss = (nll * share).sum() + weight_decay * sum((p * p).sum() for p in mlp.parameters())
         loss.backward()
         opt.step()
-    first, second = mlp[0], mlp[2]
+    first, second = (layer.cpu() for layer in (mlp[0], mlp[2]))
     return Reranker(mean, scale, first.weight.detach().double().numpy().T, first.bias.detach().double().numpy(),
                     second.weight.detach().double().numpy()[0], float(second.bias.detach()), k)
