@@ -226,14 +226,33 @@ class TextClassifier:
             return np.exp(geometry), dist
         return np.exp(log_softmax(self.index.fused(self.scorer(), vectors, list(texts), geometry))), dist
 
-    def ranked(self, texts: list[str], k: int, min_precision: float | None = None):
+    def _on_device(self) -> bool:
+        return self.device != "cpu" and self.index is not None
+
+    def batches(self, texts: list[str], batch_size: int, fused: bool = True):
+        """(first row, chunk, the chunk's query rows as a future or None) per `batch_size` texts. On a GPU
+        the TF-IDF rows of the queries (CPU) are computed in the background one chunk ahead, while the
+        encoder and the fusion of the chunk before run there (`fused` False: no rows, for the geometry alone)."""
+        starts = range(0, len(texts), batch_size)
+        chunks = [list(texts[s:s + batch_size]) for s in starts]
+        if not (fused and self._on_device()):
+            yield from ((s, c, None) for s, c in zip(starts, chunks))
+            return
+        submit = lambda chunk: self._background().submit(self.scorer().query_rows, chunk)  # noqa: E731
+        ahead = submit(chunks[0]) if chunks else None
+        for i, (start, chunk) in enumerate(zip(starts, chunks)):
+            rows, ahead = ahead, (submit(chunks[i + 1]) if i + 1 < len(chunks) else None)
+            yield start, chunk, rows
+
+    def ranked(self, texts: list[str], k: int, min_precision: float | None = None, rows=None):
         """(top-k positions among the 6-digit codes (Q, k), their probabilities, their Lorentz distances,
-        back_off's list or None) for texts. On a GPU the fusion, softmax, top-k and level sums stay there."""
+        back_off's list or None) for texts. On a GPU the fusion, softmax, top-k and level sums stay there
+        (`rows`: the texts' query rows as a future, from batches)."""
         from naics_pipeline.text.calibration import LEVELS, back_off, choose_level
 
-        on_device = self.device != "cpu" and self.index is not None
-        # on a GPU the TF-IDF rows of the queries (CPU) are computed while the encoder runs there
-        rows = self._background().submit(self.scorer().query_rows, list(texts)) if on_device else None
+        on_device = self._on_device()
+        if on_device and rows is None:
+            rows = self._background().submit(self.scorer().query_rows, list(texts))
         vectors = self.encode(texts)
         k = min(k, len(self.six))
         if not on_device:
@@ -275,9 +294,8 @@ class TextClassifier:
             raise ClassifyError("texts must be a list of strings")
         out = []
         k = min(k, len(self.six))
-        for start in range(0, len(texts), batch_size):
-            chunk = list(texts[start:start + batch_size])
-            top, score, _, chosen = self.ranked(chunk, k, min_precision)
+        for _, chunk, rows in self.batches(texts, batch_size):
+            top, score, _, chosen = self.ranked(chunk, k, min_precision, rows)
             chosen = chosen if chosen is not None else [None] * len(chunk)
             for i, text in enumerate(chunk):
                 rows = self.six[top[i]]
@@ -318,10 +336,9 @@ class TextClassifier:
         if min_precision is not None and level != 6:
             raise ClassifyError("min_precision needs the 6-digit ranking (level 6)")
         parts = []
-        for start in range(0, len(texts), batch_size):
-            chunk = list(texts[start:start + batch_size])
+        for start, chunk, rows in self.batches(texts, batch_size, fused=level == 6):
             if level == 6:
-                top, score, d, chosen = self.ranked(chunk, min(k, len(self.six)), min_precision)
+                top, score, d, chosen = self.ranked(chunk, min(k, len(self.six)), min_precision, rows)
                 idx = self.six[top]
             else:
                 idx, d, score = self.rank(self.query_points(chunk, level or 6), k, level)
