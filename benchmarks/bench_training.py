@@ -92,7 +92,7 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--eager", action="store_true", help="no CUDA graphs (NAICS_CUDA_GRAPHS=0)")
     ap.add_argument("--text-encoder", default=None, help="text stages: frozen, finetune or auto")
     ap.add_argument("--text-option", action="append", default=[], metavar="FIELD=VALUE",
-                    help="text stages: override a TextConfig field (repeatable), e.g. cosine_weight=0.5")
+                    help="text stages: override a TextConfig field (repeatable), e.g. hard_weight=0.3")
     ap.add_argument("--stages", default=None, help="comma-separated stage names to train (default: all)")
     ap.add_argument("--curriculum", default=None, help="train the (first) selected stage on this curriculum")
     ap.add_argument("--init-from", default=None, help="model.pt the first trained stage starts from")

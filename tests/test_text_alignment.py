@@ -86,7 +86,7 @@ def test_fine_tune_query_head_trains_encoder_and_head_towards_the_texts_codes():
     points = lorentz.expmap0(directions * 2.0, c=1.0).numpy()      # on the shell of radius 2, as the leaves are
     encoder = make_encoder("minilm", "cpu")
     before = {k: v.clone() for k, v in encoder.model.state_dict().items()}
-    cfg = TextConfig(encoder="finetune", hidden_dim=32, max_tokens=16, cosine_weight=0.5)
+    cfg = TextConfig(encoder="finetune", hidden_dim=32, max_tokens=16)
     head = fine_tune_query_head(texts, leaf, points, radius=2.0, c=1.0, encoder=encoder, cfg=cfg,
                                 epochs=4, batch_size=6, lr=2e-2)
     assert any(not torch.equal(v, before[k]) for k, v in encoder.model.state_dict().items())

@@ -80,11 +80,6 @@ class TextConfig:
     # True: the codes also move towards their texts (measured on an H200: 6-digit top-1 0.781 against
     # 0.713 with them fixed, NDCG@10 0.949 against 0.962); False: the text terms see the codes detached.
     move_codes: bool = True
-    # > 0 (a fine-tuned encoder only): cross-entropy of the sentence embeddings' cosine to one learned proxy
-    # per 6-digit code (initialised at the code's title vector), so that a code's texts gather in the
-    # cosine space that the entry index searches (text.index), not only behind the query head.
-    cosine_weight: float = 0.0
-    cosine_temperature: float = 0.05
 
 
 @dataclass
@@ -202,9 +197,6 @@ class TextAlignmentModule(NaicsContrastive):
         self.head = QueryHead(self.cfg.text_dim, self.text_cfg.hidden_dim, self.cfg.embedding_dim)
         self.register_buffer("leaves", torch.as_tensor(leaves), persistent=False)
         self.register_buffer("text_leaf", torch.as_tensor(text_leaf), persistent=False)
-        self.proxies = None
-        if self.text_cfg.cosine_weight > 0 and text_side.encoder is not None:
-            self.proxies = nn.Parameter(F.normalize(self.channels[torch.as_tensor(leaves), 0].clone(), dim=1))
         self._hardness, self._allocation, self.negatives = leaf_hardness, allocation, None
 
     def leaf_radius(self) -> torch.Tensor:
@@ -232,11 +224,6 @@ class TextAlignmentModule(NaicsContrastive):
         self.accumulate(f"{stage}_text_loss", ce)
         self.accumulate(f"{stage}_text_hard_loss", hard)
         text = (1 - self.text_cfg.hard_weight) * ce + self.text_cfg.hard_weight * hard
-        if self.proxies is not None:
-            cosine = F.normalize(sentences, dim=1) @ F.normalize(self.proxies, dim=1).T
-            proxy = F.cross_entropy(cosine / self.text_cfg.cosine_temperature, target)
-            self.accumulate(f"{stage}_text_cosine_loss", proxy)
-            text = text + self.text_cfg.cosine_weight * proxy
         return loss + self.text_cfg.weight * text
 
     def parameter_groups(self) -> list[dict]:
@@ -270,7 +257,7 @@ def fine_tune_query_head(texts: list[str], leaf: np.ndarray, leaf_points: np.nda
                          encoder, cfg: TextConfig | None = None, epochs: int = 40, batch_size: int = 512,
                          lr: float = 1e-3, seed: int = 0) -> QueryHead:
     """fit_query_head with the encoder (a MiniLMEncoder, changed in place) fine-tuned too, as the GPU text
-    stage does, at cfg.encoder_learning_rate; with cfg.cosine_weight, its proxy term as well. Codes fixed.
+    stage does, at cfg.encoder_learning_rate. Codes fixed.
     The GPU path of a cross-validation fold's refit (text.crossfit)."""
     cfg = cfg or TextConfig(encoder="finetune")
     st = encoder.trainable()
@@ -292,10 +279,6 @@ def _fit_text_side(side: TextSide, dim: int, leaf: np.ndarray, leaf_points: np.n
     groups = [{"params": head.parameters()}]
     if side.encoder is not None:
         groups.append({"params": side.encoder.parameters(), "lr": cfg.encoder_learning_rate})
-    proxies = None
-    if side.encoder is not None and cfg.cosine_weight > 0:
-        proxies = nn.Parameter(torch.randn(len(leaf_points), dim, device=device) * 0.01)
-        groups.append({"params": [proxies]})
     opt = torch.optim.AdamW(groups, lr=lr, weight_decay=1e-4)
     y = torch.as_tensor(leaf, dtype=torch.long, device=device)
     points = torch.as_tensor(leaf_points, dtype=torch.float64, device=device)
@@ -309,9 +292,6 @@ def _fit_text_side(side: TextSide, dim: int, leaf: np.ndarray, leaf_points: np.n
                 sentences = side(idx).float()
             logits = -lorentz.pairwise_distance(head(sentences, r, c=c), points, c=c) / cfg.temperature
             loss = F.cross_entropy(logits, y[idx])
-            if proxies is not None:
-                cosine = F.normalize(sentences, dim=1) @ F.normalize(proxies, dim=1).T
-                loss = loss + cfg.cosine_weight * F.cross_entropy(cosine / cfg.cosine_temperature, y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
