@@ -376,6 +376,25 @@ def test_word_cached_character_rows_are_scikit_learns():
     assert ((got != 0) != (want != 0)).nnz == 0
 
 
+@pytest.mark.parametrize("analyzer, ngrams", [("word", (1, 2)), ("char_wb", (3, 5))])
+def test_term_counts_fit_what_scikit_learn_fits_on_every_subset(analyzer, ngrams):
+    """One TermCounts over all texts, fitted on subsets whose terms arrive out of sorted order: the same
+    vocabulary, idf, rows and query transform as scikit-learn fitted on each subset alone."""
+    from naics_pipeline.text.retrieval import TermCounts, tfidf_vectorizer
+
+    texts = ["Zoo and aquarium", "Retail bakeries", "Shoe repair shops", "Café and crème brûlée makers",
+             "soybean farming, field", "retail bakeries", "zoo", "dairy cattle; milk production"]
+    counts = TermCounts(analyzer, ngrams)
+    queries = ["bakery retail", "CAFÉ", "", "zoo shoes", "unknown words"]
+    for subset in (texts, texts[3:], texts[::2], texts[:2]):
+        vectorizer, rows = counts.fit(subset)
+        want = tfidf_vectorizer(analyzer, ngrams).fit(subset)
+        assert vectorizer.vocabulary_ == want.vocabulary_
+        assert np.allclose(vectorizer.idf_, want.idf_, atol=1e-6)
+        assert abs(rows - want.transform(subset)).max() < 1e-6
+        assert abs(vectorizer.transform(queries) - want.transform(queries)).max() < 1e-6
+
+
 def test_the_index_file_keeps_every_text_however_long_or_unusual(tmp_path):
     known, cands = _random_known(n_codes=2, per_code=3)
     texts = ["Café crème, brûlée", "", "x" * 5000, "line\nbreak; and, commas", "日本語", "a"]

@@ -45,7 +45,7 @@ import numpy as np
 
 from naics_pipeline.text.fusion import calibrated_scores, fit_conditional_logit, fit_temperature, log_softmax
 from naics_pipeline.text.rerank import Reranker, apply_to_features, fit_reranker
-from naics_pipeline.text.retrieval import DenseIndex, LexicalIndex, tfidf_vectorizer
+from naics_pipeline.text.retrieval import DenseIndex, LexicalIndex, TermCounts
 
 KINDS = ("entry", "title", "description", "cross_reference")
 FEATURES = ("geometry", "geometry_far", "entry", "title", "description", "lexical", "entry_group",
@@ -141,12 +141,19 @@ def code_documents(known: KnownTexts) -> dict[str, str]:
     return {code: " ; ".join(texts) for code, texts in docs.items()}
 
 
+def lexical_counts() -> dict[str, TermCounts]:
+    """The term counts a Scorer fits its word and character TF-IDF from."""
+    return {"word": TermCounts("word", (1, 2)), "char_wb": TermCounts("char_wb", (3, 5))}
+
+
 class Scorer:
     """Features of texts against the candidate codes over one set of known texts."""
 
     def __init__(self, known: KnownTexts, candidates: list[str], groups: np.ndarray,
-                 features: tuple[str, ...] = FEATURES, device: str = "cpu"):
+                 features: tuple[str, ...] = FEATURES, device: str = "cpu", counts: dict | None = None):
+        """`counts`: lexical_counts() shared by the scorers of several subsets of the same texts."""
         self.candidates, self.features = list(candidates), tuple(features)
+        counts = counts or lexical_counts()
         self.dense = {}
         for k, kind in enumerate(KINDS):
             rows = known.kinds == k
@@ -157,19 +164,21 @@ class Scorer:
         # one TF-IDF (vocabulary and idf of the entries, titles and descriptions) for both lexical features,
         # so each query is transformed once
         lexical = [f for f in ("lexical", "lexical_description") if f in features]
-        vectorizer = (tfidf_vectorizer().fit([t for t, k in zip(known.texts, known.kinds) if k <= 2])
-                      if lexical else None)
+        fitted = known.kinds <= 2
+        if lexical:
+            vectorizer, fitted_rows = counts["word"].fit([t for t, f in zip(known.texts, fitted) if f])
+            at = np.cumsum(fitted) - 1          # a fitted text's row in fitted_rows
         self.lexical = self.lexical_description = None
         for name, rows in (("lexical", known.kinds <= 1), ("lexical_description", known.kinds == 2)):
             if name in features and rows.any():
                 setattr(self, name, LexicalIndex([t for t, r in zip(known.texts, rows) if r],
                                                  [c for c, r in zip(known.codes, rows) if r], self.candidates,
-                                                 device=device, vectorizer=vectorizer))
+                                                 device=device, vectorizer=vectorizer, rows=fitted_rows[at[rows]]))
         self.lexical_char = None
         if "lexical_char" in features and len(known.texts):
             docs = code_documents(known)
             self.lexical_char = LexicalIndex(list(docs.values()), list(docs), self.candidates, analyzer="char_wb",
-                                             ngram_range=(3, 5), device=device)
+                                             ngram_range=(3, 5), device=device, counts=counts["char_wb"])
         # candidates sorted by group, where each group starts: for the group max
         self._group_order = np.argsort(groups, kind="stable")
         g = groups[self._group_order]
@@ -376,11 +385,12 @@ def validation_folds(known: KnownTexts, validation: np.ndarray, folds: int = CRO
 
 def validation_features(known: KnownTexts, validation: np.ndarray, geometry: Geometry | None,
                         candidates: list[str], groups: np.ndarray, features: tuple[str, ...] = FEATURES,
-                        folds: int = CROSSFIT_FOLDS):
+                        folds: int = CROSSFIT_FOLDS, counts: dict | None = None):
     """(features (V, C, F), true candidate positions (V,), the feature names) of the `validation` rows of
     `known` (kept entries only, in row order), cross-fitted: the rows of each fold (validation_folds)
     scored against the index of every known text but that fold's. folds=1: all against an index
-    without any validation entry."""
+    without any validation entry. `counts`: lexical_counts() of the known texts, shared by the folds."""
+    counts = counts or lexical_counts()
     if geometry is None:
         features = tuple(f for f in features if f not in GEOMETRY_FEATURES)
     val = validation & (known.kinds == 0)
@@ -397,19 +407,19 @@ def validation_features(known: KnownTexts, validation: np.ndarray, geometry: Geo
         mine = fold[rows] == k
         if not mine.any():
             continue
-        scorer = Scorer(known.subset(fold != k), candidates, groups, features)
+        scorer = Scorer(known.subset(fold != k), candidates, groups, features, counts=counts)
         x[mine] = scorer(vecs[mine], [known.texts[i] for i in rows[mine]], geo[mine] if geo is not None else None)
     return x, target, features
 
 
 def written_features(written, known: KnownTexts, geometry: Geometry | None, candidates: list[str],
-                     groups: np.ndarray, features: tuple[str, ...]):
+                     groups: np.ndarray, features: tuple[str, ...], counts: dict | None = None):
     """(features (W, C, F), true positions (W,)) of the written fitting texts `written` = (vectors (W, D),
     texts, codes), scored against every known text (none of them is one)."""
     vectors, texts, codes = written
     pos = {c: i for i, c in enumerate(candidates)}
-    x = Scorer(known, candidates, groups, features)(vectors, list(texts),
-                                                    geometry(vectors) if geometry is not None else None)
+    x = Scorer(known, candidates, groups, features, counts=counts)(
+        vectors, list(texts), geometry(vectors) if geometry is not None else None)
     return x, np.array([pos[c] for c in codes], np.int64)
 
 
@@ -436,12 +446,14 @@ def fit_index(known: KnownTexts, validation: np.ndarray, geometry: Geometry | No
                                                            "validation_entries": 0, "written_texts": 0,
                                                            "dimension": int(known.vectors.shape[1])})
     started = time.perf_counter()
-    x, target, features = validation_features(known, validation, geometry, candidates, groups, features, folds)
+    term_counts = lexical_counts()
+    x, target, features = validation_features(known, validation, geometry, candidates, groups, features, folds,
+                                              term_counts)
     val = validation & (known.kinds == 0)
     fold = validation_folds(known, val, folds)[val]
     domain = np.zeros(len(target), np.int8)
     if written is not None and len(written[1]):
-        xw, tw = written_features(written, known, geometry, candidates, groups, features)
+        xw, tw = written_features(written, known, geometry, candidates, groups, features, term_counts)
         x, target = np.concatenate([x, xw]), np.concatenate([target, tw])
         fold = np.concatenate([fold, np.arange(len(tw)) % folds])
         domain = np.concatenate([domain, np.ones(len(tw), np.int8)])

@@ -134,14 +134,17 @@ class LexicalIndex:
     indexes can share so that a query is transformed once for all of them (`queries`)."""
 
     def __init__(self, texts: list[str], row_codes: list[str], candidates: list[str], analyzer: str = "word",
-                 ngram_range: tuple[int, int] = (1, 2), device: str = "cpu", vectorizer=None):
+                 ngram_range: tuple[int, int] = (1, 2), device: str = "cpu", vectorizer=None, rows=None,
+                 counts: TermCounts | None = None):
+        """`rows`: the texts' rows under `vectorizer` when the caller has them; `counts`: the TermCounts
+        to fit the vectorizer from when none is given (a fresh one by default)."""
         self.segments = CodeSegments(row_codes, candidates)
         if vectorizer is None:
-            vectorizer = tfidf_vectorizer(analyzer, ngram_range).fit(texts)
+            vectorizer, rows = (counts or TermCounts(analyzer, ngram_range)).fit(texts)
         self.vectorizer = vectorizer
         self._char_rows = (WordCachedCharRows(vectorizer) if vectorizer.analyzer == "char_wb" and vectorizer.use_idf
                            and vectorizer.sublinear_tf and vectorizer.norm == "l2" else None)
-        self.matrix_t = self.queries(texts)[self.segments.order].T.tocsr()
+        self.matrix_t = (self.queries(texts) if rows is None else rows)[self.segments.order].T.tocsr()
         self.device = device
         if device != "cpu":
             import torch
@@ -171,12 +174,75 @@ class LexicalIndex:
         return self.segments.max_per_code_torch(torch.sparse.mm(sparse, self._dense_t), self._index, 0.0)
 
 
-def tfidf_vectorizer(analyzer: str = "word", ngram_range: tuple[int, int] = (1, 2)):
+def tfidf_vectorizer(analyzer: str = "word", ngram_range: tuple[int, int] = (1, 2), vocabulary=None):
     """The unfitted TF-IDF of LexicalIndex (sublinear tf, accents stripped, float32)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     return TfidfVectorizer(ngram_range=ngram_range, analyzer=analyzer, sublinear_tf=True, strip_accents="unicode",
-                           dtype=np.float32)
+                           dtype=np.float32, vocabulary=vocabulary)
+
+
+class TermCounts:
+    """The n-gram counts of texts under tfidf_vectorizer(analyzer, ngram_range)'s analyzer, each distinct
+    text analysed once (for "char_wb" each distinct word: its n-grams never cross a word, so a text's
+    counts are the sum of its words'), over one vocabulary that grows with the texts. fit(texts) gives
+    what tfidf_vectorizer(...).fit(texts) and its transform(texts) would, from those counts: cross-fitting
+    fits a TF-IDF per fold over subsets of the same texts, and scikit-learn's fit analysed every text of
+    every fold again (most of an entry index's scoring time)."""
+
+    def __init__(self, analyzer: str = "word", ngram_range: tuple[int, int] = (1, 2)):
+        self.analyzer, self.ngram_range = analyzer, ngram_range
+        proto = tfidf_vectorizer(analyzer, ngram_range)
+        self._pre, self._analyze = proto.build_preprocessor(), proto.build_analyzer()
+        self._terms: dict[str, int] = {}
+        self._units: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _unit(self, unit: str) -> tuple[np.ndarray, np.ndarray]:
+        hit = self._units.get(unit)
+        if hit is None:
+            counts: dict[int, int] = {}
+            for gram in self._analyze(unit):
+                j = self._terms.setdefault(gram, len(self._terms))
+                counts[j] = counts.get(j, 0) + 1
+            hit = (np.fromiter(counts, np.int64, len(counts)), np.fromiter(counts.values(), np.float64, len(counts)))
+            self._units[unit] = hit
+        return hit
+
+    def counts(self, texts: list[str]):
+        """(len(texts), terms so far) CSR counts."""
+        from scipy.sparse import csr_matrix
+
+        if self.analyzer == "char_wb":
+            parts = [[self._unit(w) for w in self._pre(t).split()] for t in texts]
+        else:
+            parts = [[self._unit(t)] for t in texts]
+        lengths = np.array([sum(len(i) for i, _ in units) for units in parts], np.int64)
+        flat = [u for units in parts for u in units]
+        indices = np.concatenate([i for i, _ in flat]) if flat else np.zeros(0, np.int64)
+        values = np.concatenate([c for _, c in flat]) if flat else np.zeros(0)
+        m = csr_matrix((values, indices, np.r_[0, np.cumsum(lengths)]), shape=(len(texts), len(self._terms)))
+        m.sum_duplicates()
+        return m
+
+    def fit(self, texts: list[str]):
+        """(the fitted vectorizer, its (len(texts), V) float32 rows of the texts)."""
+        from sklearn.preprocessing import normalize
+
+        m = self.counts(texts)
+        df = np.bincount(m.indices, minlength=m.shape[1])
+        used = np.flatnonzero(df)
+        if not len(used):
+            raise ValueError("empty vocabulary; perhaps the documents only contain stop words")
+        terms = np.array(list(self._terms), dtype=object)
+        order = used[np.argsort(terms[used].astype(str), kind="stable")]   # scikit-learn's vocabulary is sorted
+        vectorizer = tfidf_vectorizer(self.analyzer, self.ngram_range, {t: i for i, t in enumerate(terms[order])})
+        idf = (np.log((1.0 + len(texts)) / (1.0 + df[order])) + 1.0).astype(np.float32)   # smooth idf
+        vectorizer.idf_ = idf
+        rows = m[:, order].astype(np.float32)
+        np.log(rows.data, rows.data)
+        rows.data += 1.0
+        rows.data *= idf[rows.indices]
+        return vectorizer, normalize(rows, norm="l2", copy=False)
 
 
 class WordCachedCharRows:
