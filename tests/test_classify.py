@@ -248,6 +248,19 @@ def test_classify_returns_the_documented_dicts(fused, store):
     assert table.column("code").to_pylist() == [c["code"] for c in out[0]["codes"]]
 
 
+def test_a_large_cpu_batch_fuses_in_two_halves_to_the_same_probabilities(fused, store, monkeypatch):
+    import naics_pipeline.text.classify as classify
+
+    texts = [f"{w} {i}" for i, w in enumerate(["soybean farm", "custom software", "bakery", "dairy"] * 5)]
+    whole, _ = fused.probabilities(texts)
+    monkeypatch.setattr(classify, "SPLIT_FUSION_FROM", 4)
+    calls = []
+    monkeypatch.setattr(fused.index, "fused", lambda *a, _f=fused.index.fused: calls.append(len(a[2])) or _f(*a))
+    halves, _ = fused.probabilities(texts)
+    assert sorted(calls) == [10, 10]
+    assert np.allclose(halves, whole, atol=1e-6) and (halves.argmax(1) == whole.argmax(1)).all()
+
+
 def test_min_precision_backs_off_to_the_deepest_confident_level(fused, store):
     by_code = {r["code"]: r for r in pq.read_table(store.descriptions).to_pylist()}
     texts = ["soybean farm", "custom software programming", "cola bottling", "zzz qqq"]

