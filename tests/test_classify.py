@@ -261,6 +261,25 @@ def test_a_large_cpu_batch_fuses_in_two_halves_to_the_same_probabilities(fused, 
     assert np.allclose(halves, whole, atol=1e-6) and (halves.argmax(1) == whole.argmax(1)).all()
 
 
+def test_the_device_path_computes_each_batchs_query_rows_once_ahead_of_it(fused, monkeypatch):
+    """On a torch device (here "cpu:0", the GPU code path) classify gets each chunk's TF-IDF rows from the
+    background, one chunk ahead, and ranks as the numpy path does."""
+    texts = ["soybean farm", "custom software", "bakery", "dairy cattle", "software publisher", "bread"] * 2
+    want = [[c["code"] for c in o["codes"]] for o in fused.classify(texts, k=3, batch_size=5)]
+    monkeypatch.setattr(fused, "device", "cpu:0")
+    monkeypatch.setattr(fused, "_scorer", None)
+    scorer = fused.scorer()
+    seen, events = [], []
+    monkeypatch.setattr(scorer, "query_rows", lambda t, _q=scorer.query_rows: seen.append(list(t)) or _q(t))
+    monkeypatch.setattr(fused, "_query_rows_later",
+                        lambda t, _f=fused._query_rows_later: events.append("rows") or _f(t))
+    monkeypatch.setattr(fused, "ranked", lambda *a, _f=fused.ranked: events.append("rank") or _f(*a))
+    got = [[c["code"] for c in o["codes"]] for o in fused.classify(texts, k=3, batch_size=5)]
+    assert seen == [texts[0:5], texts[5:10], texts[10:12]]
+    assert events == ["rows", "rows", "rank", "rows", "rank", "rank"]
+    assert [g[0] for g in got] == [w[0] for w in want]
+
+
 def test_min_precision_backs_off_to_the_deepest_confident_level(fused, store):
     by_code = {r["code"]: r for r in pq.read_table(store.descriptions).to_pylist()}
     texts = ["soybean farm", "custom software programming", "cola bottling", "zzz qqq"]

@@ -130,8 +130,7 @@ class TextClassifier:
         self.levels = LevelMap(six.tolist(), {4: dict(zip(six, table.industry_group[self.six])),
                                               2: dict(zip(six, table.sector[self.six]))})
         self._scorer = None
-        self._pool = None
-        self._fusion_pool = None
+        self._pools: dict = {}       # thread pools by name (query rows on a GPU, fusion halves on the CPU)
 
     @classmethod
     def load(cls, root: Path, stage: str | None = None, device: str = "cpu",
@@ -206,12 +205,16 @@ class TextClassifier:
 
         return log_softmax(-self.distances(vectors) / self.temperature)
 
-    def _background(self):
-        if self._pool is None:
+    def _threads(self, name: str, workers: int):
+        if name not in self._pools:
             from concurrent.futures import ThreadPoolExecutor
 
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="query-rows")
-        return self._pool
+            self._pools[name] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+        return self._pools[name]
+
+    def _query_rows_later(self, texts: list[str]):
+        """The texts' TF-IDF query rows (CPU) as a future, computed in the background."""
+        return self._threads("query-rows", 1).submit(self.scorer().query_rows, list(texts))
 
     def scorer(self):
         if self._scorer is None:
@@ -234,15 +237,11 @@ class TextClassifier:
         """The index's fused (Q, C) scores on the CPU, two halves in two threads from SPLIT_FUSION_FROM texts."""
         if len(texts) < SPLIT_FUSION_FROM:
             return self.index.fused(self.scorer(), vectors, texts, geometry)
-        if self._fusion_pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._fusion_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fusion")
         scorer = self.scorer()
 
         def half(rows: np.ndarray) -> np.ndarray:
             return self.index.fused(scorer, vectors[rows], [texts[i] for i in rows], geometry[rows])
-        return np.concatenate(list(self._fusion_pool.map(half, np.array_split(np.arange(len(texts)), 2))))
+        return np.concatenate(list(self._threads("fusion", 2).map(half, np.array_split(np.arange(len(texts)), 2))))
 
     def _on_device(self) -> bool:
         return self.device != "cpu" and self.index is not None
@@ -256,10 +255,9 @@ class TextClassifier:
         if not (fused and self._on_device()):
             yield from ((s, c, None) for s, c in zip(starts, chunks))
             return
-        submit = lambda chunk: self._background().submit(self.scorer().query_rows, chunk)  # noqa: E731
-        ahead = submit(chunks[0]) if chunks else None
+        ahead = self._query_rows_later(chunks[0]) if chunks else None
         for i, (start, chunk) in enumerate(zip(starts, chunks)):
-            rows, ahead = ahead, (submit(chunks[i + 1]) if i + 1 < len(chunks) else None)
+            rows, ahead = ahead, (self._query_rows_later(chunks[i + 1]) if i + 1 < len(chunks) else None)
             yield start, chunk, rows
 
     def ranked(self, texts: list[str], k: int, min_precision: float | None = None, rows=None):
@@ -270,7 +268,7 @@ class TextClassifier:
 
         on_device = self._on_device()
         if on_device and rows is None:
-            rows = self._background().submit(self.scorer().query_rows, list(texts))
+            rows = self._query_rows_later(texts)
         vectors = self.encode(texts)
         k = min(k, len(self.six))
         if not on_device:

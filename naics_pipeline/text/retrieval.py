@@ -210,24 +210,14 @@ class TermCounts:
 
     def counts(self, texts: list[str]):
         """(len(texts), terms so far) CSR counts."""
-        from scipy.sparse import csr_matrix
-
         if self.analyzer == "char_wb":
             parts = [[self._unit(w) for w in self._pre(t).split()] for t in texts]
         else:
             parts = [[self._unit(t)] for t in texts]
-        lengths = np.array([sum(len(i) for i, _ in units) for units in parts], np.int64)
-        flat = [u for units in parts for u in units]
-        indices = np.concatenate([i for i, _ in flat]) if flat else np.zeros(0, np.int64)
-        values = np.concatenate([c for _, c in flat]) if flat else np.zeros(0)
-        m = csr_matrix((values, indices, np.r_[0, np.cumsum(lengths)]), shape=(len(texts), len(self._terms)))
-        m.sum_duplicates()
-        return m
+        return _summed_counts(parts, len(self._terms))
 
     def fit(self, texts: list[str]):
         """(the fitted vectorizer, its (len(texts), V) float32 rows of the texts)."""
-        from sklearn.preprocessing import normalize
-
         m = self.counts(texts)
         df = np.bincount(m.indices, minlength=m.shape[1])
         used = np.flatnonzero(df)
@@ -238,11 +228,7 @@ class TermCounts:
         vectorizer = tfidf_vectorizer(self.analyzer, self.ngram_range, {t: i for i, t in enumerate(terms[order])})
         idf = (np.log((1.0 + len(texts)) / (1.0 + df[order])) + 1.0).astype(np.float32)   # smooth idf
         vectorizer.idf_ = idf
-        rows = m[:, order].astype(np.float32)
-        np.log(rows.data, rows.data)
-        rows.data += 1.0
-        rows.data *= idf[rows.indices]
-        return vectorizer, normalize(rows, norm="l2", copy=False)
+        return vectorizer, _sublinear_tfidf(m[:, order].astype(np.float32), idf)
 
 
 class WordCachedCharRows:
@@ -273,17 +259,28 @@ class WordCachedCharRows:
 
     def transform(self, texts: list[str]):
         """(Q, V) float32 CSR rows, as vectorizer.transform(texts) gives them."""
-        from scipy.sparse import csr_matrix
-        from sklearn.preprocessing import normalize
-
         parts = [[self._word(w) for w in self._pre(t).split()] for t in texts]
-        lengths = np.array([sum(len(i) for i, _ in words) for words in parts], np.int64)
-        flat = [p for words in parts for p in words]
-        indices = np.concatenate([i for i, _ in flat]) if flat else np.zeros(0, np.int32)
-        counts = np.concatenate([c for _, c in flat]) if flat else np.zeros(0, np.float32)
-        rows = csr_matrix((counts, indices, np.r_[0, np.cumsum(lengths)]), shape=(len(texts), len(self._idf)))
-        rows.sum_duplicates()
-        np.log(rows.data, rows.data)
-        rows.data += 1.0
-        rows.data *= self._idf[rows.indices]
-        return normalize(rows, norm="l2", copy=False)
+        return _sublinear_tfidf(_summed_counts(parts, len(self._idf), np.float32), self._idf)
+
+
+def _summed_counts(parts: list[list[tuple[np.ndarray, np.ndarray]]], columns: int, dtype=np.float64):
+    """(len(parts), columns) CSR: row i sums the (term ids, counts) pieces of parts[i]."""
+    from scipy.sparse import csr_matrix
+
+    lengths = np.array([sum(len(i) for i, _ in pieces) for pieces in parts], np.int64)
+    flat = [p for pieces in parts for p in pieces]
+    indices = np.concatenate([i for i, _ in flat]) if flat else np.zeros(0, np.int64)
+    counts = np.concatenate([c for _, c in flat]).astype(dtype, copy=False) if flat else np.zeros(0, dtype)
+    m = csr_matrix((counts, indices, np.r_[0, np.cumsum(lengths)]), shape=(len(parts), columns))
+    m.sum_duplicates()
+    return m
+
+
+def _sublinear_tfidf(counts, idf: np.ndarray):
+    """Count rows (CSR, float32) -> TF-IDF rows as the vectorizer makes them: (1 + log tf) x idf, l2 norm."""
+    from sklearn.preprocessing import normalize
+
+    np.log(counts.data, counts.data)
+    counts.data += 1.0
+    counts.data *= idf[counts.indices]
+    return normalize(counts, norm="l2", copy=False)
