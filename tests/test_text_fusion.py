@@ -414,3 +414,25 @@ def test_soft_max_leaves_the_best_cosines_alone_when_each_code_has_one_text():
     query = np.array([[0.8, 0.6]], np.float32)
     best, soft = index.best_and_soft(query, tau=0.1)
     assert np.allclose(best, index.best(query)) and np.allclose(soft, best, atol=1e-5)   # one text: soft = cosine
+
+
+def test_code_segments_reduce_every_code_as_a_plain_loop_does():
+    """The per-code max and soft max of the length-blocked layout against a loop over each code's rows,
+    with codes of many row counts, one code without rows and the rows in no particular order."""
+    from naics_pipeline.text.retrieval import SOFT_FLOOR, CodeSegments
+
+    rng = np.random.default_rng(3)
+    cands = [f"C{i}" for i in range(40)]
+    row_codes = [c for i, c in enumerate(cands[1:], 1) for _ in range(1 + i % 7 + (i == 5) * 30)]
+    rng.shuffle(row_codes)
+    seg = CodeSegments(row_codes, cands)
+    sims = rng.uniform(-1, 1, size=(6, len(row_codes))).astype(np.float32)
+    laid_out = sims[:, seg.order]
+    tau = 0.1
+    want_max = np.array([[sims[q, [i for i, r in enumerate(row_codes) if r == c]].max() if c != "C0" else -7.0
+                          for c in cands] for q in range(len(sims))])
+    want_soft = np.array([[1 + tau * np.log(np.exp((sims[q, [i for i, r in enumerate(row_codes) if r == c]] - 1)
+                                                   / tau).sum() if c != "C0" else SOFT_FLOOR) for c in cands]
+                          for q in range(len(sims))])
+    assert len(seg.blocks) == 8 and np.array_equal(seg.max_per_code(laid_out, -7.0), want_max)
+    assert np.allclose(seg.soft_per_code(laid_out / tau, tau), want_soft, atol=1e-5)

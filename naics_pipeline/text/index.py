@@ -45,7 +45,7 @@ import numpy as np
 
 from naics_pipeline.text.fusion import calibrated_scores, fit_conditional_logit, fit_temperature, log_softmax
 from naics_pipeline.text.rerank import Reranker, apply_to_features, fit_reranker
-from naics_pipeline.text.retrieval import DenseIndex, LexicalIndex, TermCounts
+from naics_pipeline.text.retrieval import CodeSegments, DenseIndex, LexicalIndex, TermCounts
 
 KINDS = ("entry", "title", "description", "cross_reference")
 FEATURES = ("geometry", "geometry_far", "entry", "title", "description", "lexical", "entry_group",
@@ -179,13 +179,9 @@ class Scorer:
             docs = code_documents(known)
             self.lexical_char = LexicalIndex(list(docs.values()), list(docs), self.candidates, analyzer="char_wb",
                                              ngram_range=(3, 5), device=device, counts=counts["char_wb"])
-        # candidates sorted by group, where each group starts: for the group max
-        self._group_order = np.argsort(groups, kind="stable")
-        g = groups[self._group_order]
-        self._group_starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
-        self._group_of = np.empty(len(groups), np.int64)
-        self._group_of[self._group_order] = np.repeat(np.arange(len(self._group_starts)),
-                                                      np.diff(np.r_[self._group_starts, len(groups)]))
+        # the candidates as the rows of their groups, for the group max
+        names, self._group_of = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+        self._groups = CodeSegments(names[self._group_of].tolist(), names.tolist())
 
     def _lexical_queries(self, texts: list[str]):
         index = self.lexical or self.lexical_description
@@ -196,8 +192,8 @@ class Scorer:
         return self._lexical_queries(texts), (self.lexical_char.queries(texts) if self.lexical_char else None)
 
     def group_max(self, x: np.ndarray) -> np.ndarray:
-        best = np.maximum.reduceat(x[:, self._group_order], self._group_starts, axis=1)
-        return best[:, self._group_of]
+        """(Q, C) the best of x over each candidate's group (its 4-digit industry group)."""
+        return self._groups.max_per_code(x[:, self._groups.order], -1.0)[:, self._group_of]
 
     def columns(self, vectors: np.ndarray, texts: list[str], geometry: np.ndarray | None) -> dict[str, np.ndarray]:
         """Each feature's (Q, C) matrix for texts (their vectors (Q, D)), with the geometry log-probs (Q, C)."""
@@ -218,9 +214,9 @@ class Scorer:
         if self.lexical_char is not None:
             cols["lexical_char"] = self.lexical_char.best(texts)
         if "geometry" in self.features:
-            cols["geometry"] = np.maximum(geometry, GEOMETRY_NEAR)
+            cols["geometry"] = np.maximum(geometry, GEOMETRY_NEAR).astype(np.float32)
         if "geometry_far" in self.features:
-            cols["geometry_far"] = np.minimum(geometry, GEOMETRY_NEAR) - GEOMETRY_NEAR
+            cols["geometry_far"] = (np.minimum(geometry, GEOMETRY_NEAR) - GEOMETRY_NEAR).astype(np.float32)
         return cols
 
     def __call__(self, vectors: np.ndarray, texts: list[str], geometry: np.ndarray | None) -> np.ndarray:
@@ -245,7 +241,7 @@ class Scorer:
         if "entry_group" in self.features:
             if not hasattr(self, "_group_of_t"):
                 self._group_of_t = torch.as_tensor(self._group_of, device=geometry.device)
-            g = torch.full((len(texts), len(self._group_starts)), -1.0, device=geometry.device)
+            g = torch.full((len(texts), self._groups.n), -1.0, device=geometry.device)
             g.scatter_reduce_(1, self._group_of_t.expand(len(texts), -1), cols["entry"], reduce="amax",
                               include_self=True)
             cols["entry_group"] = g[:, self._group_of_t]
@@ -263,16 +259,19 @@ class Scorer:
         return cols
 
     def weighted(self, cols: dict, weights: np.ndarray):
-        """(Q, C) w . x from columns() (float64 numpy) or columns_torch() (float32 torch)."""
+        """(Q, C) w . x from columns() (float32 numpy; summed in float32, returned in float64) or
+        columns_torch() (float32 torch)."""
         out = None
         for f, w in zip(self.features, weights):
             if f in cols:
-                col = cols[f]
-                term = float(w) * (col.astype(np.float64) if isinstance(col, np.ndarray) else col)
-                out = term if out is None else out + term
+                term = cols[f] * (np.float32(w) if isinstance(cols[f], np.ndarray) else float(w))
+                if out is None:
+                    out = term
+                else:
+                    out += term
         if out is None:
             raise ValueError("no feature of the index is computed")
-        return out
+        return out.astype(np.float64) if isinstance(out, np.ndarray) else out
 
     def scores_torch(self, vectors: np.ndarray, texts: list[str], geometry, weights: np.ndarray):
         """scores() on the GPU: (Q, C) float32 torch on the indexes' device; `geometry` a torch (Q, C)."""

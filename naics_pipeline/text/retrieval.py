@@ -2,9 +2,9 @@
 query to every known text of each 6-digit code, reduced to one number per code.
 
 The known texts are the kept index entries and the 6-digit titles (text.index decides which). Search
-is exact: one (Q x N) product of normalised vectors then a segmented max per code. At N ~ 17K x 384
-float32 a batch of 512 queries costs ~3.4 GFLOP in numpy's BLAS (tens of ms on 2 cores against
-seconds of encoding); an approximate index would add a dependency and recall loss to save nothing
+is exact: one (Q x N) product of normalised vectors then a per-code max (CodeSegments). At N ~ 17K x
+384 float32 a batch of 512 queries costs ~6.4 GFLOP in torch's BLAS (about 17 ms on 2 cores against
+0.6 s of encoding); an approximate index would add a dependency and recall loss to save nothing
 measurable (benchmarks/bench_text.py times both parts). On a GPU (`device="cuda"`) the same exact
 search runs there: the product in torch and the per-code max as a scatter_reduce."""
 from __future__ import annotations
@@ -15,9 +15,12 @@ SOFT_FLOOR = 1e-30   # the smallest sum of exponentials soft_per_code takes the 
 
 
 class CodeSegments:
-    """Rows grouped by code: `codes` (C,) in the classifier's candidate order, `order` sorting the
-    rows by candidate, `starts` (C,) where each candidate's rows begin. A candidate with no row gets
-    `empty` (no known text)."""
+    """Rows grouped by code, and codes grouped by their number of rows: `order` sorts the rows into that
+    layout, where the n codes with L rows each take n x L adjacent columns (`blocks`: (first column, L, n)).
+    A per-code max or sum is then one torch reduction of a (Q, n, L) view per distinct L (78 for the
+    entries), threaded, where numpy's reduceat loops over every (query, code) segment: 12 -> 5 ms for
+    512 x 16,300 on 2 cores. `codes` (C,) are the classifier's candidates; one with no row gets `empty`
+    (no known text)."""
 
     def __init__(self, row_codes: list[str], candidates: list[str]):
         pos = {c: i for i, c in enumerate(candidates)}
@@ -25,20 +28,26 @@ class CodeSegments:
         if (cand < 0).any():
             bad = row_codes[int(np.argmax(cand < 0))]
             raise ValueError(f"known text of code {bad!r}, which is not a 6-digit code of naics_descriptions")
-        self.order = np.argsort(cand, kind="stable")
         counts = np.bincount(cand, minlength=len(candidates))
         self.has = counts > 0
-        self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[self.has]
+        by_length = np.flatnonzero(self.has)[np.argsort(counts[self.has], kind="stable")]   # codes, fewest rows first
+        rank = np.zeros(len(candidates), np.int64)
+        rank[by_length] = np.arange(len(by_length))
+        self.order = np.argsort(rank[cand], kind="stable")
+        self._cand = cand[self.order]                 # each laid-out row's candidate position
+        lengths, first = np.unique(counts[by_length], return_index=True)
+        n_codes = np.diff(np.r_[first, len(by_length)])
+        columns = np.r_[0, np.cumsum(lengths * n_codes)]
+        self.blocks = [(int(a), int(length), int(n)) for a, length, n in zip(columns, lengths, n_codes)]
+        self._gather = rank[self.has]                 # candidate (with rows) -> its column in the blocks' output
         self.n = len(candidates)
         self.rows = len(row_codes)
-        self.single = bool(self.rows) and int(counts.max()) == 1
 
     def torch_index(self, device):
-        """(N,) candidate position of each sorted row, on `device` (for scatter_reduce)."""
+        """(N,) candidate position of each laid-out row, on `device` (for scatter_reduce)."""
         import torch
 
-        counts = np.diff(np.r_[self.starts, self.rows])
-        return torch.as_tensor(np.repeat(np.nonzero(self.has)[0], counts), device=device)
+        return torch.as_tensor(self._cand, device=device)
 
     def max_per_code_torch(self, sims, index, empty: float):
         """(Q, N) torch similarities -> (Q, C) float32 torch best per candidate, on their device."""
@@ -49,27 +58,37 @@ class CodeSegments:
         out.scatter_reduce_(1, index.expand(sims.shape[0], -1), sims, reduce="amax", include_self=False)
         return out.float()
 
-    def soft_per_code(self, e: np.ndarray, tau: float) -> np.ndarray:
-        """(Q, N) exp((cos - 1) / tau) in the rows' sorted order -> (Q, C) 1 + tau log of their sum per
-        candidate (a candidate without rows: as if one row at cosine 0 and below)."""
-        total = np.full((e.shape[0], self.n), SOFT_FLOOR, np.float32)
-        if e.shape[1]:
-            total[:, self.has] = np.maximum(e if self.single else np.add.reduceat(e, self.starts, axis=1), SOFT_FLOOR)
-        return (1.0 + tau * np.log(total)).astype(np.float32)
+    def _reduce(self, x: np.ndarray, how: str, empty: float) -> np.ndarray:
+        """(Q, N) float32 values in the rows' layout -> (Q, C) float32 their per-candidate `how` ("amax"
+        or "sum"), `empty` for a candidate without rows."""
+        import torch
 
-    def max_per_code(self, sims: np.ndarray, empty: float) -> np.ndarray:
-        """(Q, N) similarities in the rows' sorted order -> (Q, C) best per candidate."""
-        if self.single:          # one text per code (titles, descriptions): the sorted columns are the answer
-            best = sims
-        elif sims.shape[1]:
-            best = np.maximum.reduceat(sims, self.starts, axis=1)
-        else:
-            return np.full((sims.shape[0], self.n), empty, np.float32)
-        if self.has.all():       # every candidate has a text: no scatter into a filled array
-            return best.astype(np.float32, copy=False)
-        out = np.full((sims.shape[0], self.n), empty, np.float32)
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        q = t.shape[0]
+        if not self.blocks:
+            return np.full((q, self.n), empty, np.float32)
+        parts = [getattr(t[:, a:a + length * n].reshape(q, n, length), how)(dim=2) for a, length, n in self.blocks]
+        best = torch.cat(parts, 1)[:, torch.from_numpy(self._gather)].numpy()
+        if self.has.all():
+            return best
+        out = np.full((q, self.n), empty, np.float32)
         out[:, self.has] = best
         return out
+
+    def max_per_code(self, sims: np.ndarray, empty: float) -> np.ndarray:
+        """(Q, N) similarities in the rows' layout -> (Q, C) float32 best per candidate."""
+        return self._reduce(sims, "amax", empty)
+
+    def soft_per_code(self, scaled: np.ndarray, tau: float) -> np.ndarray:
+        """(Q, N) cos / tau in the rows' layout (overwritten) -> (Q, C) tau log sum exp(cos / tau) per
+        candidate, i.e. 1 + tau log sum exp((cos - 1) / tau) (a candidate without rows: as if that sum
+        were SOFT_FLOOR). cos <= 1 keeps exp(cos / tau) finite for tau >= 0.02 in float32."""
+        import torch
+
+        e = torch.from_numpy(scaled).exp_().numpy()
+        floor = SOFT_FLOOR * np.exp(1.0 / tau)
+        total = self._reduce(e, "sum", floor)
+        return (tau * np.log(np.maximum(total, floor))).astype(np.float32)
 
 
 class DenseIndex:
@@ -86,6 +105,9 @@ class DenseIndex:
                 row_codes = list(row_codes) + missing
         self.segments = CodeSegments(row_codes, candidates)
         self.vectors = np.ascontiguousarray(vectors[self.segments.order], dtype=np.float32)
+        import torch
+
+        self._cpu_t = torch.from_numpy(self.vectors)
         self.empty = empty
         self.device = device
         self._onehot = None      # (N, C) row -> candidate on the device, for the soft max's sums
@@ -97,19 +119,23 @@ class DenseIndex:
 
     def best(self, queries: np.ndarray) -> np.ndarray:
         if self.device == "cpu":
-            return self.segments.max_per_code(queries.astype(np.float32) @ self.vectors.T, self.empty)
+            return self.segments.max_per_code(self._product(queries), self.empty)
         return self.best_torch(queries).cpu().numpy()
+
+    def _product(self, queries: np.ndarray) -> np.ndarray:
+        """(Q, N) float32 queries . known vectors on the CPU, by torch: numpy's BLAS would leave its own
+        threads spinning beside torch's (the encoder, the per-code reductions), which slowed both."""
+        import torch
+
+        return (torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)) @ self._cpu_t.T).numpy()
 
     def best_and_soft(self, queries: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
         """(best(), soft max per candidate: 1 + tau log sum exp((cos - 1) / tau) over its texts) from one
-        product. The soft max counts how many of a code's texts are close, not only the closest."""
-        import torch
-
-        sims = queries.astype(np.float32) @ self.vectors.T
-        best = self.segments.max_per_code(sims, self.empty)
-        # torch: threaded; not in place, since `best` may be `sims` itself (one text per code)
-        e = torch.from_numpy(sims).sub(1.0).mul_(1.0 / tau).exp_().numpy()
-        return best, self.segments.soft_per_code(e, tau)
+        product of the queries scaled by 1 / tau, exponentiated in place. The soft max counts how many of
+        a code's texts are close, not only the closest."""
+        scaled = self._product(queries.astype(np.float32) * np.float32(1.0 / tau))
+        best = self.segments.max_per_code(scaled, self.empty / tau) * np.float32(tau)
+        return best, self.segments.soft_per_code(scaled, tau)
 
     def best_torch(self, queries, soft_tau: float | None = None):
         """best() on the index's device, (Q, C) float32 torch (not for device "cpu"); with `soft_tau`,
