@@ -1,6 +1,7 @@
 """`naics-pipeline classify` / `nearest` over a short stage trained on a generated tree (hashing encoder),
 and the text baselines and harnesses on toy sets with known answers."""
 import json
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -11,7 +12,7 @@ import pytest
 from naics_pipeline.cli import main, nearest
 from naics_pipeline.encoders import HashingEncoder
 from naics_pipeline.text import baselines as bl
-from naics_pipeline.text.classify import OUTPUT_SCHEMA, TextClassifier
+from naics_pipeline.text.classify import GPU_SWITCH_INTERVAL, OUTPUT_SCHEMA, TextClassifier
 from tests.census_fixtures import trained_store
 
 REQUIRED = ["row", "rank", "code", "title", "score", "sector", "sector_title", "industry_group",
@@ -273,11 +274,16 @@ def test_the_device_path_computes_each_batchs_query_rows_once_ahead_of_it(fused,
     monkeypatch.setattr(scorer, "query_rows", lambda t, _q=scorer.query_rows: seen.append(list(t)) or _q(t))
     monkeypatch.setattr(fused, "_query_rows_later",
                         lambda t, _f=fused._query_rows_later: events.append("rows") or _f(t))
-    monkeypatch.setattr(fused, "ranked", lambda *a, _f=fused.ranked: events.append("rank") or _f(*a))
+    intervals = []
+    monkeypatch.setattr(fused, "ranked", lambda *a, _f=fused.ranked: events.append("rank")
+                        or intervals.append(sys.getswitchinterval()) or _f(*a))
+    before = sys.getswitchinterval()
     got = [[c["code"] for c in o["codes"]] for o in fused.classify(texts, k=3, batch_size=5)]
     assert seen == [texts[0:5], texts[5:10], texts[10:12]]
     assert events == ["rows", "rows", "rank", "rows", "rank", "rank"]
     assert [g[0] for g in got] == [w[0] for w in want]
+    # the thread driving the device gets the GIL back sooner while the rows run beside it, and only then
+    assert intervals == [pytest.approx(GPU_SWITCH_INTERVAL)] * 3 and sys.getswitchinterval() == before
 
 
 def test_min_precision_backs_off_to_the_deepest_confident_level(fused, store):

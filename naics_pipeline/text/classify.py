@@ -15,8 +15,10 @@ has one, else its code model with the text in the title channel. A stage without
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +33,10 @@ ENCODE_BATCH_CPU, ENCODE_BATCH_GPU = 64, 4096   # the encoder's own batch inside
 # CPU: from this many texts the fusion runs as two halves in two threads (numpy, scipy and torch release the
 # GIL, and its sparse products run on one core): classify 1.26x -> 1.21x the bare encoding on 2 cores
 SPLIT_FUSION_FROM = 256
+# GPU: while the query rows are computed in the background (Python-heavy, holding the GIL), the thread that
+# drives the GPU waits for the GIL after each op that released it, up to the switch interval (5 ms by
+# default); classify shortens it while it runs (None: leave it)
+GPU_SWITCH_INTERVAL: float | None = 5e-5
 INPUT_FORMATS = (".csv", ".parquet")
 OUTPUT_FORMATS = (".csv", ".parquet", ".json")
 OUTPUT_SCHEMA = pa.schema([
@@ -255,10 +261,11 @@ class TextClassifier:
         if not (fused and self._on_device()):
             yield from ((s, c, None) for s, c in zip(starts, chunks))
             return
-        ahead = self._query_rows_later(chunks[0]) if chunks else None
-        for i, (start, chunk) in enumerate(zip(starts, chunks)):
-            rows, ahead = ahead, (self._query_rows_later(chunks[i + 1]) if i + 1 < len(chunks) else None)
-            yield start, chunk, rows
+        with _switch_interval(GPU_SWITCH_INTERVAL):
+            ahead = self._query_rows_later(chunks[0]) if chunks else None
+            for i, (start, chunk) in enumerate(zip(starts, chunks)):
+                rows, ahead = ahead, (self._query_rows_later(chunks[i + 1]) if i + 1 < len(chunks) else None)
+                yield start, chunk, rows
 
     def ranked(self, texts: list[str], k: int, min_precision: float | None = None, rows=None):
         """(top-k positions among the 6-digit codes (Q, k), their probabilities, their Lorentz distances,
@@ -387,6 +394,18 @@ class TextClassifier:
             "industry_group": t.industry_group[flat].tolist(),
             "industry_group_title": t.title_of(t.industry_group[flat]).tolist(),
         }, schema=OUTPUT_SCHEMA)
+
+
+@contextmanager
+def _switch_interval(seconds: float | None):
+    """The interpreter's thread switch interval at most `seconds` inside the block (None: unchanged)."""
+    before = sys.getswitchinterval()
+    if seconds is not None:
+        sys.setswitchinterval(min(before, seconds))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
 
 
 def check_arguments(k, min_precision) -> None:
