@@ -1,5 +1,6 @@
 """The reranker of each text's top codes (text.rerank) on generated features."""
 import numpy as np
+import pytest
 import torch
 
 from naics_pipeline.text.fusion import fit_conditional_logit, log_softmax
@@ -34,34 +35,45 @@ def test_the_reranker_learns_what_one_weight_per_feature_cannot():
     assert (moved.sum(1) <= 10).all() and moved.any()
 
 
-def _reranker(features: int, seed: int = 0, k: int = 4) -> Reranker:
+def _reranker(features: int, seed: int = 0, k: int = 4, context: bool = False) -> Reranker:
     rng = np.random.default_rng(seed)
-    return Reranker(rng.normal(size=features), rng.uniform(0.5, 2, size=features), rng.normal(size=(features, 8)),
-                    rng.normal(size=8), rng.normal(size=8), 0.3, k)
+    inputs = 2 * features if context else features
+    return Reranker(rng.normal(size=inputs), rng.uniform(0.5, 2, size=inputs), rng.normal(size=(inputs, 8)),
+                    rng.normal(size=8), rng.normal(size=8), 0.3, k, context)
 
 
-def test_numpy_and_torch_rerank_alike_and_a_missing_feature_counts_zero():
+@pytest.mark.parametrize("context", [False, True])
+def test_numpy_and_torch_rerank_alike_and_a_missing_feature_counts_zero(context):
     rng = np.random.default_rng(2)
     names = ("a", "b", "c")
     cols = {f: rng.normal(size=(5, 12)) for f in ("a", "c")}          # "b" not computed: 0
     scores = rng.normal(size=(5, 12))
-    r = _reranker(3)
-    got_np = r.apply(scores, cols, names)
+    r = _reranker(3, context=context)
+    got_np = r.apply(scores, cols, names)                             # through the torch path in float32
     got_t = r.apply(torch.as_tensor(scores), {f: torch.as_tensor(v) for f, v in cols.items()}, names).numpy()
-    assert np.allclose(got_np, got_t, atol=1e-10)
+    assert np.allclose(got_np, got_t, atol=1e-5)
     stacked = np.stack([cols["a"], np.zeros((5, 12)), cols["c"]], -1)
     assert np.allclose(apply_to_features(r, scores, stacked, names), got_np)
     assert ((got_np != scores).sum(1) == 4).all()                     # k = 4 codes moved per text
 
 
-def test_an_index_keeps_its_reranker_through_save_and_load(tmp_path):
+def test_the_context_inputs_are_each_features_gap_to_the_texts_best():
+    from naics_pipeline.text.rerank import with_context
+
+    x = torch.tensor([[[1.0, 5.0], [3.0, 2.0]], [[0.0, -1.0], [-2.0, -3.0]]])
+    assert with_context(x).tolist() == [[[1, 5, -2, 0], [3, 2, 0, -3]], [[0, -1, 0, 0], [-2, -3, -2, -2]]]
+
+
+@pytest.mark.parametrize("context", [False, True])
+def test_an_index_keeps_its_reranker_through_save_and_load(tmp_path, context):
     rng = np.random.default_rng(4)
     known = KnownTexts(["a", "b"], ["C1", "C2"], np.zeros(2, np.int8), rng.normal(size=(2, 4)).astype(np.float32))
-    index = EntryIndex(known, ("entry", "title"), np.array([2.0, -1.0]), {}, np.array([0.1, 0.05]), _reranker(2))
+    index = EntryIndex(known, ("entry", "title"), np.array([2.0, -1.0]), {}, np.array([0.1, 0.05]),
+                       _reranker(2, context=context))
     index.save(tmp_path / "entry_index.npz")
     back = EntryIndex.load(tmp_path / "entry_index.npz")
     x = rng.normal(size=(3, 6, 2))
-    assert back.reranker is not None and back.reranker.k == 4
+    assert back.reranker is not None and back.reranker.k == 4 and back.reranker.context == context
     assert np.allclose(back.probabilities(x), index.probabilities(x))
     plain = EntryIndex(known, ("entry", "title"), np.array([2.0, -1.0]))
     plain.save(tmp_path / "plain.npz")

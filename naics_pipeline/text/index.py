@@ -511,7 +511,8 @@ def _nll_ece(logp: np.ndarray, target: np.ndarray) -> dict:
     from naics_pipeline.text.calibration import expected_calibration_error
 
     return {"nll": float(-logp[np.arange(len(target)), target].mean()),
-            "ece": expected_calibration_error(np.exp(logp.max(1)), logp.argmax(1) == target)}
+            "ece": expected_calibration_error(np.exp(logp.max(1)), logp.argmax(1) == target),
+            "top1": float((logp.argmax(1) == target).mean())}
 
 
 def validation_rows(known: KnownTexts) -> np.ndarray:
