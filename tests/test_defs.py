@@ -198,7 +198,7 @@ def test_everything_on_real_files(real_naics, tmp_path):
     assert index["validation_entries"].value > 0 and index["validation_top1"].value > 0
     assert set(index["fusion_weights"].value) >= {"geometry", "entry", "lexical"}
     assert set(index["temperature"].value) == {"a", "b"}                 # the per-text temperature, fitted
-    assert set(index["validation_out_of_fold"].value["entries"]["calibrated"]) == {"nll", "ece"}
+    assert set(index["validation_out_of_fold"].value["entries"]["calibrated"]) == {"nll", "ece", "top1"}
     assert index["written_texts"].value >= 0
     assert "stage_3" in metadata(result, "training_report")["table"].value
 

@@ -143,7 +143,7 @@ def test_fit_index_fits_a_temperature_that_the_index_applies(tmp_path):
     val = validation_mask(known.texts, known.codes)
     index = fit_index(known, val, None, cands, np.array(["G"] * len(cands)), features=("entry",))
     fit = index.meta["validation"]
-    assert fit["folds"] == 5 and set(fit["entries"]["out_of_fold_calibrated"]) == {"nll", "ece"}
+    assert fit["folds"] == 5 and set(fit["entries"]["out_of_fold_calibrated"]) == {"nll", "ece", "top1"}
     assert np.any(index.temperature != 0)
     x = np.random.default_rng(3).normal(size=(4, len(cands), 1))
     assert np.allclose(index.probabilities(x), np.exp(log_softmax(calibrated_scores(x @ index.weights,
