@@ -130,14 +130,14 @@ def model_parts(clf, desc, entries: list[str], codes: list[str], written=None) -
                      **{c: acc[c] for c in COLUMNS}, "seconds": time.perf_counter() - t0})
         rows.append({"method": name, "split": "held-out novel", "entries": acc["holdout_entries_novel"],
                      **{c: acc[f"{c}_novel"] for c in COLUMNS}})
-    reports["held-out"] = calibration_report(p, np.array([pos[c] for c in codes]), clf.levels)
+    reports["held-out"] = calibration_report(p, np.array([pos[c] for c in codes]), clf.levels, cuts=clf.cuts)
     if written is not None:
         texts, wcodes, styles = written
         wvectors = clf.encode(texts)
         for name, score in parts.items():
             p = score(wvectors, texts)
             rows += written_row(name, cands[np.argsort(-p, 1)[:, :5]], wcodes, styles, desc)
-        reports["written"] = calibration_report(p, np.array([pos[c] for c in wcodes]), clf.levels)
+        reports["written"] = calibration_report(p, np.array([pos[c] for c in wcodes]), clf.levels, cuts=clf.cuts)
     return rows, reports
 
 
@@ -187,27 +187,31 @@ def last_hierarchy_stage(layout: Layout, stage: str) -> str:
 
 
 def cross_validate_model(refit, texts, codes, desc) -> dict:
-    """bl.cross_validate of the per-fold refit, plus the calibration report over both folds' test texts."""
-    from naics_pipeline.text.calibration import LevelMap, calibration_report
+    """bl.cross_validate of the per-fold refit, plus the calibration report over both folds' test texts
+    (each fold's texts backed off by the cuts of the index fitted without them)."""
+    from naics_pipeline.text.calibration import calibration_report
 
-    probs = []
+    probs, fold_cuts = [], []
 
     def recording(train_texts, train_codes):
         predict = refit(train_texts, train_codes)
+        cuts = refit.last["index"].cuts
 
         def wrapped(q, k):
             out = predict(q, k)
             probs.append(refit.last["probabilities"])
+            fold_cuts.append((cuts, len(q)))
             return out
         return wrapped
     res = bl.cross_validate(recording, texts, codes, desc)
     fold, codes_arr = bl.cv_folds(len(texts)), np.array(codes, dtype=object)
     pos = {c: i for i, c in enumerate(refit.candidates)}
     truth = np.concatenate([[pos[c] for c in codes_arr[fold == f]] for f in range(bl.CV_FOLDS)]).astype(np.int64)
-    t, six = refit.table, refit.table.codes[refit.six]
-    levels = LevelMap(six.tolist(), {4: dict(zip(six, t.industry_group[refit.six])),
-                                     2: dict(zip(six, t.sector[refit.six]))})
-    res["calibration"] = calibration_report(np.concatenate(probs), truth, levels)
+
+    def per_row(prec):
+        return [cuts.cuts(prec) if cuts is not None else dict.fromkeys((6, 4, 2), prec)
+                for cuts, n in fold_cuts for _ in range(n)]
+    res["calibration"] = calibration_report(np.concatenate(probs), truth, refit.levels, cuts=per_row)
     res["fold_weights"] = refit.weights_seen
     return res
 

@@ -92,8 +92,9 @@ def main(argv: list[str] | None = None) -> None:
     cls.add_argument("--stage", default=None, help="stage folder to use (default: the last trained stage)")
     cls.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="texts encoded per step")
     cls.add_argument("--min-precision", type=float, default=None, metavar="P",
-                     help="also give each text the deepest level (6, 4 or 2 digits) whose calibrated "
-                          "probability is at least P, or say that none is (0 < P <= 1)")
+                     help="also give each text the deepest level (6, 4 or 2 digits) at which it can be coded "
+                          "with precision P (each level's probability cut fitted on the validation split, "
+                          "never above P), or say that none is (0 < P <= 1)")
     cls.add_argument("--root", default=str(storage_root()))
     add_serve_parser(sub)
     args = ap.parse_args(argv)

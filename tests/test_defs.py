@@ -199,6 +199,8 @@ def test_everything_on_real_files(real_naics, tmp_path):
     assert set(index["fusion_weights"].value) >= {"geometry", "entry", "lexical"}
     assert set(index["temperature"].value) == {"a", "b"}                 # the per-text temperature, fitted
     assert set(index["validation_out_of_fold"].value["entries"]["calibrated"]) == {"nll", "ece", "top1"}
+    cuts = index["min_precision_cuts"].value
+    assert set(cuts) == {"0.9", "0.95", "0.99"} and all(0 < c <= 0.95 for c in cuts["0.95"].values())
     assert index["written_texts"].value >= 0
     assert "stage_3" in metadata(result, "training_report")["table"].value
 

@@ -141,8 +141,11 @@ def test_cross_fitted_validation_never_scores_a_text_against_itself(monkeypatch)
 def test_fit_index_fits_a_temperature_that_the_index_applies(tmp_path):
     known, cands = _random_known(n_codes=6, per_code=30)
     val = validation_mask(known.texts, known.codes)
-    index = fit_index(known, val, None, cands, np.array(["G"] * len(cands)), features=("entry",))
+    levels = LevelMap(cands, {4: dict.fromkeys(cands, "G"), 2: dict.fromkeys(cands, "S")})
+    index = fit_index(known, val, None, cands, np.array(["G"] * len(cands)), features=("entry",), levels=levels)
     fit = index.meta["validation"]
+    assert index.cuts is not None and len(index.cuts.confidence[6]) == val.sum()   # on the entries, out of fold
+    assert all(cut <= 0.9 for cut in index.cuts.cuts(0.9).values())
     assert fit["folds"] == 5 and set(fit["entries"]["out_of_fold_calibrated"]) == {"nll", "ece", "top1"}
     assert np.any(index.temperature != 0)
     x = np.random.default_rng(3).normal(size=(4, len(cands), 1))
@@ -193,6 +196,40 @@ def test_ece_and_coverage():
     assert r["coverage6_at_90"] == pytest.approx(1 / 3) and r["precision6_at_90"] == 1.0
     assert r["coverage_backoff_at_90"] == pytest.approx(2 / 3) and r["precision_backoff_at_90"] == 1.0
     assert r["backoff_levels_at_90"] == {6: 1, 4: 1, 2: 0}
+
+
+def test_a_precision_cut_is_the_lowest_confidence_whose_accepted_texts_reach_it():
+    from naics_pipeline.text.calibration import precision_cut, wilson_lower
+
+    assert wilson_lower(np.array([100]), np.array([100]))[0] == pytest.approx(1 / (1 + 1.645 ** 2 / 100))
+    conf = np.r_[np.full(100, 0.99), np.full(100, 0.8), np.full(100, 0.5)]
+    right = np.r_[np.ones(100), np.arange(100) % 10 != 0, np.arange(100) % 2 == 0].astype(bool)
+    assert precision_cut(conf, right, 0.9) == 0.8          # 190 of the top 200 right: 0.95, bound 0.92
+    assert precision_cut(conf, right, 0.95) == 0.99         # 100 of 100: bound 0.974
+    assert precision_cut(conf, right, 0.99) == float("inf")
+
+
+def test_back_off_answers_from_each_levels_cut_fitted_in_back_off_order(tmp_path):
+    """6 digits are cut on every validation text, 4 digits on those not coded at 6; a cut is never above
+    the asked precision; classify's back_off uses the cuts, and they survive the index file."""
+    from naics_pipeline.text.calibration import PrecisionCuts
+
+    levels = _levels()
+    n = 400
+    sure = np.arange(n) < 200                 # sure: 0.85 at 6 digits and right; unsure: right half the time
+    true6 = np.where(sure, np.arange(n) % 4, np.arange(n) % 2)
+    p6 = np.where(sure[:, None], 0.05, 0.03) * np.ones((n, 4))
+    p6[np.arange(n), np.where(sure, true6, 0)] = np.where(sure, 0.85, 0.5)
+    p6[~sure, 1] = 0.44                       # unsure: 0.94 on 1111 at 4 digits, always right there
+    cuts = PrecisionCuts.fit(p6, true6, levels)
+    at = cuts.cuts(0.9)
+    assert at[6] == pytest.approx(0.85) and at[4] == 0.9    # 6 digits from 0.85; 4 digits capped at P
+    assert [c[0] for c in back_off(p6, levels, 0.9, at)] == [6] * 200 + [4] * 200
+    assert 6 not in [c[0] for c in back_off(p6, levels, 0.9) if c is not None]   # the calibrated rule
+    known, _ = _random_known(n_codes=2, per_code=2)
+    index = EntryIndex(known, ("entry",), np.array([1.0]), cuts=cuts)
+    index.save(tmp_path / "entry_index.npz")
+    assert EntryIndex.load(tmp_path / "entry_index.npz").cuts.cuts(0.9) == at
 
 
 def test_sample_weights_equal_repeating_the_rows():

@@ -45,7 +45,7 @@ OUTPUT_SCHEMA = pa.schema([
     ("sector", pa.string()), ("sector_title", pa.string()),
     ("industry_group", pa.string()), ("industry_group_title", pa.string()),
 ])
-# with min_precision: the text's deepest level whose probability reaches it (null: none does)
+# with min_precision: the text's deepest level whose probability reaches that level's cut (null: none does)
 CONFIDENT_FIELDS = [("confident_code", pa.string()), ("confident_level", pa.int8()), ("confident_score", pa.float64())]
 MATERIALIZE_HINT = ("materialize the training stages first: `make demo`, or "
                     "`dagster asset materialize --select '+stage_3' -m naics_pipeline`")
@@ -136,6 +136,7 @@ class TextClassifier:
         self.levels = LevelMap(six.tolist(), {4: dict(zip(six, table.industry_group[self.six])),
                                               2: dict(zip(six, table.sector[self.six]))})
         self._scorer = None
+        self._cuts: dict = {}        # min_precision -> its cut per level (the index's PrecisionCuts)
         self._pools: dict = {}       # thread pools by name (query rows on a GPU, fusion halves on the CPU)
 
     @classmethod
@@ -222,6 +223,15 @@ class TextClassifier:
         """The texts' TF-IDF query rows (CPU) as a future, computed in the background."""
         return self._threads("query-rows", 1).submit(self.scorer().query_rows, list(texts))
 
+    def cuts(self, min_precision: float) -> dict[int, float] | None:
+        """{level: the probability from which that level answers} for min_precision: the index's cuts,
+        fitted on the validation split (text.calibration.PrecisionCuts); None: min_precision itself."""
+        if self.index is None or self.index.cuts is None:
+            return None
+        if min_precision not in self._cuts:
+            self._cuts[min_precision] = self.index.cuts.cuts(min_precision)
+        return self._cuts[min_precision]
+
     def scorer(self):
         if self._scorer is None:
             self._scorer = self.index.scorer(self.table.codes[self.six].tolist(),
@@ -282,7 +292,8 @@ class TextClassifier:
             p, dist = self.probabilities(texts, vectors)
             top = np.argpartition(-p, k - 1, axis=1)[:, :k] if k < p.shape[1] else np.tile(np.arange(k), (len(p), 1))
             top = np.take_along_axis(top, np.argsort(-np.take_along_axis(p, top, 1), axis=1, kind="stable"), 1)
-            chosen = back_off(p, self.levels, min_precision) if min_precision is not None else None
+            chosen = (back_off(p, self.levels, min_precision, self.cuts(min_precision))
+                      if min_precision is not None else None)
             return top, np.take_along_axis(p, top, 1), np.take_along_axis(dist, top, 1), chosen
         import torch
 
@@ -303,7 +314,7 @@ class TextClassifier:
                 pl = p if level == 6 else p @ self._onehot_t[level]
                 conf, arg = pl.max(1)
                 best[level] = (arg.cpu().numpy(), conf.double().cpu().numpy())
-            chosen = choose_level(best, min_precision)
+            chosen = choose_level(best, min_precision, self.cuts(min_precision))
         return (top.cpu().numpy(), score.double().cpu().numpy(), dist.gather(1, top).cpu().numpy(), chosen)
 
     # -- answers ---------------------------------------------------------------------------------
@@ -311,7 +322,8 @@ class TextClassifier:
                  batch_size: int = BATCH_SIZE) -> list[dict]:
         """Per text: {"text", "codes": the k most probable 6-digit codes [{"code", "title", "score",
         "level"}], "confident": {"code", "level", "score"} of the deepest level (6, 4, 2 digits) whose
-        probability reaches min_precision, or None (also when min_precision is None)}."""
+        probability reaches that level's cut for min_precision (`cuts`), or None (also when min_precision
+        is None)}."""
         check_arguments(k, min_precision)
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise ClassifyError("texts must be a list of strings")

@@ -58,6 +58,11 @@ class FoldRefit:
         self.features = tuple(features or FEATURES)
         self.candidates = self.table.codes[self.six].tolist()
         self.groups = np.asarray(self.table.industry_group[self.six], dtype=str)
+        from naics_pipeline.text.calibration import LevelMap
+
+        six = self.table.codes[self.six]
+        self.levels = LevelMap(six.tolist(), {4: dict(zip(six, self.table.industry_group[self.six])),
+                                              2: dict(zip(six, self.table.sector[self.six]))})
         # the known texts of the codes themselves (titles, descriptions, cross-references): the same in every fold
         texts, codes, kinds = known_texts(self.descriptions)
         of_code = kinds != 0
@@ -107,7 +112,7 @@ class FoldRefit:
             vectors, written = encode(texts), written_fit_texts(encode, self.candidates)
         geometry = self.geometry_of(head)
         index = fit_index(KnownTexts(texts, codes, kinds, vectors), val, geometry, self.candidates, self.groups,
-                          self.features, written=written, device=self.device)
+                          self.features, written=written, device=self.device, levels=self.levels)
         scorer = index.scorer(self.candidates, self.groups)
         cands = np.array(self.candidates, dtype=object)
         self.last = {"index": index}

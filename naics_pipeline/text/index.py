@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from naics_pipeline.text.calibration import PrecisionCuts
 from naics_pipeline.text.fusion import calibrated_scores, fit_conditional_logit, fit_temperature, log_softmax
 from naics_pipeline.text.rerank import Reranker, apply_to_features, fit_reranker
 from naics_pipeline.text.retrieval import CodeSegments, DenseIndex, LexicalIndex, TermCounts
@@ -294,6 +295,7 @@ class EntryIndex:
     meta: dict = field(default_factory=dict)
     temperature: np.ndarray = field(default_factory=lambda: np.zeros(2))
     reranker: Reranker | None = None
+    cuts: PrecisionCuts | None = None    # min_precision's cut per level (text.calibration; None: P itself)
     _scorer: dict | None = None
 
     def calibrate(self, scores):
@@ -335,7 +337,8 @@ class EntryIndex:
                          features=np.array(self.features, dtype=str), weights=self.weights,
                          temperature=np.asarray(self.temperature, np.float64),
                          meta=np.array(json.dumps({**self.meta, "format": FORMAT})),
-                         **(self.reranker.to_arrays() if self.reranker is not None else {}))
+                         **(self.reranker.to_arrays() if self.reranker is not None else {}),
+                         **(self.cuts.to_arrays() if self.cuts is not None else {}))
 
     @classmethod
     def load(cls, path: Path) -> EntryIndex:
@@ -346,7 +349,8 @@ class EntryIndex:
                              "rematerialize text_entry_index")
         codes = z["codes"].tolist()
         known = KnownTexts(_unpack_texts(z["texts"], len(codes)), codes, z["kinds"], z["vectors"].astype(np.float32))
-        return cls(known, tuple(z["features"].tolist()), z["weights"], meta, z["temperature"], Reranker.from_arrays(z))
+        return cls(known, tuple(z["features"].tolist()), z["weights"], meta, z["temperature"], Reranker.from_arrays(z),
+                   PrecisionCuts.from_arrays(z))
 
 
 TEXT_SEPARATOR = "\x1f"
@@ -424,7 +428,8 @@ def written_features(written, known: KnownTexts, geometry: Geometry | None, cand
 
 def fit_index(known: KnownTexts, validation: np.ndarray, geometry: Geometry | None, candidates: list[str],
               groups: np.ndarray, features: tuple[str, ...] = FEATURES, log=lambda *_: None,
-              folds: int = CROSSFIT_FOLDS, written=None, rerank: bool = True, device: str = "cpu") -> EntryIndex:
+              folds: int = CROSSFIT_FOLDS, written=None, rerank: bool = True, device: str = "cpu",
+              levels=None) -> EntryIndex:
     """Fit the fusion weights on the `validation` rows of `known` (cross-fitted features:
     validation_features) and on the `written` fitting texts ((vectors, texts, codes), text.written's dev
     half; None: the entries alone), each domain half of the NLL; fit the per-text temperature on
@@ -432,7 +437,9 @@ def fit_index(known: KnownTexts, validation: np.ndarray, geometry: Geometry | No
     entries: out-of-fold ECE 0.068 on the validation entries); return the index over every known text
     with those weights and that temperature. `rerank`: also fit the reranker of each text's top codes
     (text.rerank) after the weights, on the same texts. `geometry` must come from a model that never
-    trained on either. The weights and the reranker are fitted on `device`."""
+    trained on either. The weights and the reranker are fitted on `device`. With `levels` (the candidates'
+    text.calibration.LevelMap) min_precision's cuts are fitted on the entries' calibrated out-of-fold
+    probabilities."""
     import time
 
     counts = {kind: int((known.kinds == k).sum()) for k, kind in enumerate(KINDS)}
@@ -460,19 +467,21 @@ def fit_index(known: KnownTexts, validation: np.ndarray, geometry: Geometry | No
     scored = time.perf_counter()
     weights, reranker, fit = _fit_scores(x, target, share, rerank, device)
     # out-of-fold scores: each fold by the weights (and reranker) fitted on the other folds -> the per-text
-    # temperature
+    # temperature and min_precision's cuts
+    entries = domain == 0
     if len(np.unique(fold)) > 1:
         oof = np.zeros(x.shape[:2])
         for k in np.unique(fold):
             w_k, r_k, _ = _fit_scores(x[fold != k], target[fold != k], share[fold != k], rerank, device)
             oof[fold == k] = apply_to_features(r_k, x[fold == k] @ w_k, x[fold == k], features)
-        entries = domain == 0
         temperature = fit_temperature(oof[entries], target[entries])
     else:
         oof, temperature = apply_to_features(reranker, x @ weights, x, features), np.zeros(2)
     seconds = {"features": round(scored - started, 1), "fit": round(time.perf_counter() - scored, 1)}
-    index = EntryIndex(known, tuple(features), weights, {}, temperature, reranker)
     before, after = log_softmax(oof), log_softmax(calibrated_scores(oof, temperature))
+    cuts = (PrecisionCuts.fit(np.exp(after[entries]), target[entries], levels)
+            if levels is not None and len(np.unique(fold)) > 1 else None)
+    index = EntryIndex(known, tuple(features), weights, {}, temperature, reranker, cuts)
     p = index.probabilities(x)
     for d, name in ((0, "entries"), (1, "written")):
         m = domain == d
@@ -562,7 +571,7 @@ def build_entry_index(clf, descriptions, model_path: Path, cache_dir: Path | Non
     known = KnownTexts(texts, codes, kinds, vectors.astype(np.float32))
     index = fit_index(known, validation_rows(known), clf.geometry, candidates,
                       np.asarray(clf.table.industry_group[clf.six], dtype=str), log=log, written=written,
-                      device=str(clf.device))
+                      device=str(clf.device), levels=clf.levels)
     from naics_pipeline.text.classify import _file_digest
 
     index.meta.update({"stage": clf.stage, "encoder": clf.encoder.name, "fine_tuned": bool(clf.fine_tuned),

@@ -146,8 +146,9 @@ class ClassifyRequest(BaseModel):
     k: int = Field(5, ge=1, le=MAX_K, strict=True, description="codes per text, best first")
     min_precision: float | None = Field(
         None, gt=0, le=1, allow_inf_nan=False, strict=True,
-        description="give each text the deepest level (6, 4 or 2 digits) whose calibrated confidence "
-                    "reaches this precision, in `confident`; null there when no level does")
+        description="give each text the deepest level (6, 4 or 2 digits) at which it can be coded with "
+                    "this precision (each level's probability cut fitted on the validation split, never "
+                    "above it), in `confident`; null there when no level does")
 
 
 class Code(BaseModel):

@@ -70,6 +70,9 @@ def _entry_index_asset(final: Stage) -> dg.AssetsDefinition:
                                                                     ("uncalibrated", "calibrated")}
                                                                 for d in ("entries", "written") if d in fit}),
                 "temperature": dg.MetadataValue.json(fit["temperature"])} if "temperature" in fit else {}),
+            **({"min_precision_cuts": dg.MetadataValue.json(
+                {f"{prec:g}": {f"{lv} digits": round(c, 4) for lv, c in index.cuts.cuts(prec).items()}
+                 for prec in (0.9, 0.95, 0.99)})} if index.cuts is not None else {}),
             "seconds": index.meta["seconds"],
             "path": dg.MetadataValue.path(str(path))})
     return text_entry_index
