@@ -20,7 +20,9 @@ or a materialized storage root). Rows:
   fusion is fitted on the `dev` half, nothing on this one), and per style;
 - BEACON's published 0.825 (its own 2017 data) as a reference.
 Then calibration (ECE) and coverage at 90/95/99% precision, 6-digit and with back-off, held-out and
-CV, and the batch throughput of classify against the encoder's bare encoding of the same texts.
+CV (each level answering from min_precision's cut, fitted on the validation split of the index that
+scores the texts: text.calibration.PrecisionCuts), and the batch throughput of classify against the
+encoder's bare encoding of the same texts.
 """
 from __future__ import annotations
 
