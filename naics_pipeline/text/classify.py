@@ -104,6 +104,15 @@ class CodeTable:
                    np.array([sector.get(c) for c in codes], dtype=object),
                    np.array([group.get(c) for c in codes], dtype=object))
 
+    def six_digit_levels(self):
+        """The text.calibration.LevelMap of the 6-digit codes (in table order) onto their groups and sectors."""
+        from naics_pipeline.text.calibration import LevelMap
+
+        six = np.nonzero(self.levels == 6)[0]
+        codes = self.codes[six]
+        return LevelMap(codes.tolist(), {4: dict(zip(codes, self.industry_group[six])),
+                                         2: dict(zip(codes, self.sector[six]))})
+
     def title_of(self, codes: np.ndarray) -> np.ndarray:
         pos = {c: i for i, c in enumerate(self.codes)}
         return np.array([None if c is None else self.titles[pos[c]] for c in codes], dtype=object)
@@ -119,8 +128,6 @@ class TextClassifier:
     def __init__(self, encoder, to_points: QueryMapper, points: np.ndarray, table: CodeTable,
                  curvature: float, temperature: float, stage: str, index=None, fine_tuned: bool = False,
                  device: str = "cpu"):
-        from naics_pipeline.text.calibration import LevelMap
-
         self.encoder = encoder
         self.to_points = to_points
         self.points = points
@@ -132,9 +139,7 @@ class TextClassifier:
         self.fine_tuned = fine_tuned     # the stage fine-tuned the encoder: its vectors are its own, not cached
         self.device = device
         self.six = np.nonzero(table.levels == 6)[0]
-        six = table.codes[self.six]
-        self.levels = LevelMap(six.tolist(), {4: dict(zip(six, table.industry_group[self.six])),
-                                              2: dict(zip(six, table.sector[self.six]))})
+        self.levels = table.six_digit_levels()
         self._scorer = None
         self._cuts: dict = {}        # min_precision -> its cut per level (the index's PrecisionCuts)
         self._pools: dict = {}       # thread pools by name (query rows on a GPU, fusion halves on the CPU)

@@ -58,11 +58,7 @@ class FoldRefit:
         self.features = tuple(features or FEATURES)
         self.candidates = self.table.codes[self.six].tolist()
         self.groups = np.asarray(self.table.industry_group[self.six], dtype=str)
-        from naics_pipeline.text.calibration import LevelMap
-
-        six = self.table.codes[self.six]
-        self.levels = LevelMap(six.tolist(), {4: dict(zip(six, self.table.industry_group[self.six])),
-                                              2: dict(zip(six, self.table.sector[self.six]))})
+        self.levels = self.table.six_digit_levels()
         # the known texts of the codes themselves (titles, descriptions, cross-references): the same in every fold
         texts, codes, kinds = known_texts(self.descriptions)
         of_code = kinds != 0
