@@ -191,7 +191,7 @@ def last_hierarchy_stage(layout: Layout, stage: str) -> str:
 def cross_validate_model(refit, texts, codes, desc) -> dict:
     """bl.cross_validate of the per-fold refit, plus the calibration report over both folds' test texts
     (each fold's texts backed off by the cuts of the index fitted without them)."""
-    from naics_pipeline.text.calibration import calibration_report
+    from naics_pipeline.text.calibration import LEVELS, calibration_report
 
     probs, fold_cuts = [], []
 
@@ -210,9 +210,10 @@ def cross_validate_model(refit, texts, codes, desc) -> dict:
     pos = {c: i for i, c in enumerate(refit.candidates)}
     truth = np.concatenate([[pos[c] for c in codes_arr[fold == f]] for f in range(bl.CV_FOLDS)]).astype(np.int64)
 
-    def per_row(prec):
-        return [cuts.cuts(prec) if cuts is not None else dict.fromkeys((6, 4, 2), prec)
-                for cuts, n in fold_cuts for _ in range(n)]
+    def per_row(prec):      # each level's cut for every text, from the index of its fold
+        each = [cuts.cuts(prec) if cuts is not None else dict.fromkeys(LEVELS, prec) for cuts, _ in fold_cuts]
+        counts = [n for _, n in fold_cuts]
+        return {lv: np.repeat([c[lv] for c in each], counts) for lv in LEVELS}
     res["calibration"] = calibration_report(np.concatenate(probs), truth, refit.levels, cuts=per_row)
     res["fold_weights"] = refit.weights_seen
     return res

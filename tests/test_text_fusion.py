@@ -226,6 +226,10 @@ def test_back_off_answers_from_each_levels_cut_fitted_in_back_off_order(tmp_path
     assert at[6] == pytest.approx(0.85) and at[4] == 0.9    # 6 digits from 0.85; 4 digits capped at P
     assert [c[0] for c in back_off(p6, levels, 0.9, at)] == [6] * 200 + [4] * 200
     assert 6 not in [c[0] for c in back_off(p6, levels, 0.9) if c is not None]   # the calibrated rule
+    # cuts per text (each CV fold its own): the rows of each cut answer as they would alone
+    per_text = {lv: np.where(sure, at[lv], 0.9) for lv in at}
+    assert back_off(p6, levels, 0.9, per_text) == (back_off(p6[sure], levels, 0.9, at)
+                                                   + back_off(p6[~sure], levels, 0.9))
     known, _ = _random_known(n_codes=2, per_code=2)
     index = EntryIndex(known, ("entry",), np.array([1.0]), cuts=cuts)
     index.save(tmp_path / "entry_index.npz")

@@ -49,10 +49,10 @@ class LevelMap:
 
 
 def back_off(p6: np.ndarray, levels: LevelMap, min_precision: float,
-             cuts: dict[int, float] | None = None) -> list[tuple[int, int, float] | None]:
+             cuts: dict | None = None) -> list[tuple[int, int, float] | None]:
     """Per text: (level, position of the code among that level's codes, its probability) of the deepest
-    level whose best probability is >= that level's cut (`cuts`, PrecisionCuts.cuts; None: min_precision
-    at every level), or None."""
+    level whose best probability is >= that level's cut (`cuts`: PrecisionCuts.cuts, a cut per level,
+    or a (Q,) array of cuts per level; None: min_precision at every level), or None."""
     best = {}
     for level in LEVELS:
         p = levels.probabilities(p6, level)
@@ -62,7 +62,7 @@ def back_off(p6: np.ndarray, levels: LevelMap, min_precision: float,
 
 
 def choose_level(best: dict[int, tuple[np.ndarray, np.ndarray]], min_precision: float,
-                 cuts: dict[int, float] | None = None):
+                 cuts: dict | None = None):
     """{level: ((Q,) best position, (Q,) its probability)} -> back_off's list."""
     out: list[tuple[int, int, float] | None] = [None] * len(best[6][0])
     for level in reversed(LEVELS):            # shallow first, deeper levels overwrite
@@ -146,8 +146,8 @@ def calibration_report(p6: np.ndarray, true6: np.ndarray, levels: LevelMap,
                        precisions=(0.90, 0.95, 0.99), cuts=None) -> dict:
     """ECE of the top code at each level, and for each precision P: the share of texts given a 6-digit
     code (coverage) and how often it is right, then the same with back-off (any level). `cuts`: P ->
-    (Q,) rows' {level: cut} (per text, e.g. one fitted per fold) or one {level: cut} for all (None:
-    P at every level, the calibrated rule)."""
+    back_off's cuts, {level: a cut, or (Q,) cuts per text (e.g. one fitted per fold)} (None, or a
+    None answer: P at every level, the calibrated rule)."""
     out = {}
     for level in LEVELS:
         p = levels.probabilities(p6, level)
@@ -156,7 +156,7 @@ def calibration_report(p6: np.ndarray, true6: np.ndarray, levels: LevelMap,
         out[f"ece_{level}digit"] = expected_calibration_error(p[np.arange(len(p)), best], correct)
         out[f"top1_{level}digit"] = float(correct.mean()) if len(correct) else float("nan")
     for prec in precisions:
-        chosen = _chosen(p6, levels, prec, None if cuts is None else cuts(prec))
+        chosen = back_off(p6, levels, prec, None if cuts is None else cuts(prec))
         right = p6.argmax(1) == true6
         take = np.array([c is not None and c[0] == 6 for c in chosen], bool)
         key = f"{round(prec * 100)}"
@@ -169,14 +169,3 @@ def calibration_report(p6: np.ndarray, true6: np.ndarray, levels: LevelMap,
                                            for lv in LEVELS}
     return out
 
-
-def _chosen(p6, levels, prec, cuts):
-    if cuts is None or isinstance(cuts, dict):
-        return back_off(p6, levels, prec, cuts)
-    out = [None] * len(p6)        # per-row cuts: one back_off per distinct cut
-    keys = [tuple(sorted(c.items())) for c in cuts]
-    for key in set(keys):
-        rows = np.array([i for i, k in enumerate(keys) if k == key])
-        for i, c in zip(rows, back_off(p6[rows], levels, prec, dict(key))):
-            out[i] = c
-    return out

@@ -112,8 +112,6 @@ class DenseIndex:
         self.device = device
         self._onehot = None      # (N, C) row -> candidate on the device, for the soft max's sums
         if device != "cpu":
-            import torch
-
             self._vectors = torch.as_tensor(self.vectors, device=device).half()
             self._index = self.segments.torch_index(device)
 
@@ -226,12 +224,8 @@ class TermCounts:
     def _unit(self, unit: str) -> tuple[np.ndarray, np.ndarray]:
         hit = self._units.get(unit)
         if hit is None:
-            counts: dict[int, int] = {}
-            for gram in self._analyze(unit):
-                j = self._terms.setdefault(gram, len(self._terms))
-                counts[j] = counts.get(j, 0) + 1
-            hit = (np.fromiter(counts, np.int64, len(counts)), np.fromiter(counts.values(), np.float64, len(counts)))
-            self._units[unit] = hit
+            hit = self._units[unit] = _gram_counts(self._analyze(unit),
+                                                   lambda gram: self._terms.setdefault(gram, len(self._terms)))
         return hit
 
     def counts(self, texts: list[str]):
@@ -273,12 +267,7 @@ class WordCachedCharRows:
     def _word(self, word: str) -> tuple[np.ndarray, np.ndarray]:
         hit = self._words.get(word)
         if hit is None:
-            counts: dict[int, int] = {}
-            for gram in self._analyze(word):
-                j = self._vocabulary.get(gram)
-                if j is not None:
-                    counts[j] = counts.get(j, 0) + 1
-            hit = (np.fromiter(counts, np.int32, len(counts)), np.fromiter(counts.values(), np.float32, len(counts)))
+            hit = _gram_counts(self._analyze(word), self._vocabulary.get)
             if len(self._words) < self.max_words:
                 self._words[word] = hit
         return hit
@@ -287,6 +276,16 @@ class WordCachedCharRows:
         """(Q, V) float32 CSR rows, as vectorizer.transform(texts) gives them."""
         parts = [[self._word(w) for w in self._pre(t).split()] for t in texts]
         return _sublinear_tfidf(_summed_counts(parts, len(self._idf), np.float32), self._idf)
+
+
+def _gram_counts(grams, term_id) -> tuple[np.ndarray, np.ndarray]:
+    """(term ids, counts) of an analysed unit's n-grams; `term_id(gram)` gives a gram's id, None to skip it."""
+    counts: dict[int, int] = {}
+    for gram in grams:
+        j = term_id(gram)
+        if j is not None:
+            counts[j] = counts.get(j, 0) + 1
+    return np.fromiter(counts, np.int64, len(counts)), np.fromiter(counts.values(), np.float32, len(counts))
 
 
 def _summed_counts(parts: list[list[tuple[np.ndarray, np.ndarray]]], columns: int, dtype=np.float64):
